@@ -1,0 +1,3 @@
+//! The strfry side: the writePolicy plugin (and, later, the LMDB reader, event stream and ingest).
+
+pub mod plugin;

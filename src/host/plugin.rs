@@ -1,0 +1,257 @@
+//! strfry writePolicy plugin: one JSON request line in, one JSON answer line out, in order.
+//!
+//! strfry blocks its single writer thread on every answer and kills the plugin on any protocol
+//! error, so this loop never panics on input, never exits on a bad line, and answers fast.
+//! Protocol notes: `plugin-spec/README.md`.
+
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{AcceptedSet, Facts, Note, Policy, Verdict};
+
+/// Lines longer than this are read to their end but only this much is kept (for id recovery).
+pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+/// strfry refuses answer lines over 8192 bytes; keep messages far below that.
+pub const MAX_MSG_BYTES: usize = 512;
+
+#[derive(Debug, Deserialize)]
+struct Request {
+    #[serde(rename = "type")]
+    kind: String,
+    event: Note,
+}
+
+/// One answer line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub id: String,
+    pub action: Action,
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    Accept,
+    Reject,
+    ShadowReject,
+}
+
+/// Counters kept over the plugin's life.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Requests answered with a reject because the line or event was malformed.
+    pub malformed: u64,
+    /// Lines that could not be answered at all (no id could be read).
+    pub unanswerable: u64,
+}
+
+/// The plugin's decision state: the policy and the accepted view it keeps up to date.
+pub struct Plugin {
+    policy: Policy,
+    view: AcceptedSet,
+    pub stats: Stats,
+}
+
+impl Plugin {
+    pub fn new(policy: Policy, view: AcceptedSet) -> Self {
+        Plugin { policy, view, stats: Stats::default() }
+    }
+
+    pub fn view(&self) -> &AcceptedSet {
+        &self.view
+    }
+
+    /// Handles one request line. `None` when no event id can be read from it.
+    pub fn handle_line(&mut self, line: &[u8]) -> Option<Answer> {
+        let line = trim_ascii(line);
+        match serde_json::from_slice::<Request>(line) {
+            Ok(req) => Some(self.handle_request(req)),
+            Err(e) => {
+                let Some(id) = recover_id(line) else {
+                    self.stats.unanswerable += 1;
+                    tracing::error!(error = %e, bytes = line.len(), "plugin: cannot read an event id from request line; not answered");
+                    return None;
+                };
+                self.stats.malformed += 1;
+                tracing::warn!(error = %e, id = %id, "plugin: malformed request");
+                Some(reject(id, format!("blocked: malformed request: {e}")))
+            }
+        }
+    }
+
+    fn handle_request(&mut self, req: Request) -> Answer {
+        let id = req.event.id.clone();
+        if req.kind != "new" {
+            self.stats.malformed += 1;
+            return reject(id, format!("blocked: unsupported request type `{}`", req.kind));
+        }
+        let facts = match Facts::from_note(&req.event) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.malformed += 1;
+                return reject(id, format!("invalid: {e}"));
+            }
+        };
+        match self.policy.decide_and_record(&mut self.view, &facts) {
+            Verdict::Accept(reason) => {
+                self.stats.accepted += 1;
+                tracing::debug!(id = %id, kind = facts.kind, ?reason, "plugin: accept");
+                Answer { id, action: Action::Accept, msg: String::new() }
+            }
+            Verdict::Reject(msg) => {
+                self.stats.rejected += 1;
+                tracing::debug!(id = %id, kind = facts.kind, %msg, "plugin: reject");
+                reject(id, msg)
+            }
+        }
+    }
+}
+
+fn reject(id: String, msg: String) -> Answer {
+    Answer { id, action: Action::Reject, msg: bound(msg) }
+}
+
+fn bound(mut msg: String) -> String {
+    if msg.len() > MAX_MSG_BYTES {
+        let mut cut = MAX_MSG_BYTES - 3;
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        msg.truncate(cut);
+        msg.push_str("...");
+    }
+    msg
+}
+
+fn trim_ascii(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// Finds the event id in a line that is not a valid request. strfry writes the event's keys
+/// unescaped, so the first `"id":"<64 hex>"` is the event's id (quotes inside strings are escaped).
+fn recover_id(line: &[u8]) -> Option<String> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+        let id = v.get("event")?.get("id")?.as_str()?;
+        return (!id.is_empty() && id.len() <= 128).then(|| id.to_string());
+    }
+    const KEY: &[u8] = b"\"id\":\"";
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let hex = line.get(at..at + 64)?;
+    (hex.iter().all(u8::is_ascii_hexdigit) && line.get(at + 64) == Some(&b'"'))
+        .then(|| String::from_utf8_lossy(hex).into_owned())
+}
+
+/// Reads one line of at most `cap` kept bytes; the rest of a longer line is consumed and dropped.
+/// Returns `Ok(false)` at end of input.
+fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<bool> {
+    buf.clear();
+    let mut any = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        input.consume(take);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+/// Runs the request loop until end of input. Each answer is written and flushed before the next
+/// line is read.
+pub fn run(plugin: &mut Plugin, mut input: impl BufRead, mut output: impl Write) -> io::Result<Stats> {
+    let mut line = Vec::with_capacity(64 * 1024);
+    let mut out = Vec::with_capacity(1024);
+    while read_line_capped(&mut input, &mut line, MAX_LINE_BYTES)? {
+        if trim_ascii(&line).is_empty() {
+            continue;
+        }
+        if let Some(answer) = plugin.handle_line(&line) {
+            out.clear();
+            serde_json::to_writer(&mut out, &answer).map_err(io::Error::other)?;
+            out.push(b'\n');
+            output.write_all(&out)?;
+            output.flush()?;
+        }
+    }
+    Ok(plugin.stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::RelayUrl;
+
+    fn plugin() -> Plugin {
+        Plugin::new(Policy::new(RelayUrl::parse("wss://grasp.example.com").unwrap(), false), AcceptedSet::new())
+    }
+
+    #[test]
+    fn recovers_id_from_truncated_line() {
+        let id = "ab".repeat(32);
+        let line = format!(r#"{{"event":{{"content":"x","created_at":1,"id":"{id}","kind":1,"pub"#);
+        assert_eq!(recover_id(line.as_bytes()), Some(id));
+        assert_eq!(recover_id(b"garbage"), None);
+        let escaped = format!(r#"{{"event":{{"content":"\"id\":\"{}\"","#, "cd".repeat(32));
+        assert_eq!(recover_id(escaped.as_bytes()), None, "escaped quotes inside content are not keys");
+    }
+
+    #[test]
+    fn long_lines_are_capped_but_fully_consumed() {
+        let mut data = vec![b'x'; 100];
+        data.push(b'\n');
+        data.extend_from_slice(b"next\n");
+        let mut input = io::Cursor::new(data);
+        let mut buf = Vec::new();
+        assert!(read_line_capped(&mut input, &mut buf, 10).unwrap());
+        assert_eq!(buf.len(), 10);
+        assert!(read_line_capped(&mut input, &mut buf, 10).unwrap());
+        assert_eq!(buf, b"next\n");
+        assert!(!read_line_capped(&mut input, &mut buf, 10).unwrap());
+    }
+
+    #[test]
+    fn long_reject_messages_are_bounded() {
+        let a = reject("x".into(), "é".repeat(1000));
+        assert!(a.msg.len() <= MAX_MSG_BYTES && a.msg.ends_with("..."));
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_and_garbage_is_not_answered() {
+        let mut p = plugin();
+        let mut out = Vec::new();
+        let stats = run(&mut p, io::Cursor::new(b"\n   \nnot json\n".to_vec()), &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(stats.unanswerable, 1);
+    }
+}

@@ -1,0 +1,6 @@
+//! grasp-sync: makes a strfry relay a GRASP-02 relay.
+
+pub mod cli;
+pub mod config;
+pub mod host;
+pub mod policy;

@@ -1,0 +1,27 @@
+//! GRASP acceptance policy and relay URL rules, shared by the plugin and the daemon.
+//!
+//! Everything here is pure: no I/O, no clocks, no globals.
+
+pub mod accept;
+pub mod event;
+pub mod url;
+pub mod view;
+
+pub use accept::{maintainer_set, Policy, Reason, Verdict};
+pub use event::{Facts, Id, Note, RepoCoord};
+pub use url::{AddressClass, RelayUrl, UrlError};
+pub use view::{AcceptedSet, AcceptedView, Announcement};
+
+impl Policy {
+    /// Decides on an event and, when accepted, records it in the view.
+    pub fn decide_and_record(&self, view: &mut AcceptedSet, facts: &Facts) -> Verdict {
+        let verdict = self.decide(view, facts);
+        if verdict.is_accept() {
+            view.record(facts, self.lists_service(facts));
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests;
