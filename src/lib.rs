@@ -2,5 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod host;
 pub mod policy;
+pub mod remote;

@@ -1,0 +1,2 @@
+//! Talking to other relays: websocket client (one task per relay), NIP-77 negentropy, REQ
+//! pagination and health.
