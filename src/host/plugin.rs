@@ -83,6 +83,21 @@ impl Plugin {
         }
     }
 
+    /// A line longer than [`MAX_LINE_BYTES`]: rejected by id when the id can be found.
+    fn handle_oversized(&mut self, kept: &[u8], read: LineRead) -> Option<Answer> {
+        let Some(id) = recover_id(kept).or(read.overflow_id) else {
+            self.stats.unanswerable += 1;
+            tracing::error!(
+                bytes = read.total,
+                "plugin: oversized request line without a readable event id; not answered"
+            );
+            return None;
+        };
+        self.stats.malformed += 1;
+        tracing::warn!(bytes = read.total, id = %id, "plugin: oversized request");
+        Some(reject(id, format!("blocked: malformed request: line of {} bytes exceeds {MAX_LINE_BYTES}", read.total)))
+    }
+
     fn handle_request(&mut self, req: Request) -> Answer {
         let id = req.event.id.clone();
         if req.kind != "new" {
@@ -152,6 +167,11 @@ fn recover_id(line: &[u8]) -> Option<String> {
         let id = v.get("event")?.get("id")?.as_str()?;
         return (!id.is_empty() && id.len() <= 128).then(|| id.to_string());
     }
+    scan_id(line)
+}
+
+/// The first `"id":"<64 hex>"` in raw bytes.
+fn scan_id(line: &[u8]) -> Option<String> {
     const KEY: &[u8] = b"\"id\":\"";
     let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let hex = line.get(at..at + 64)?;
@@ -159,11 +179,24 @@ fn recover_id(line: &[u8]) -> Option<String> {
         .then(|| String::from_utf8_lossy(hex).into_owned())
 }
 
-/// Reads one line of at most `cap` kept bytes; the rest of a longer line is consumed and dropped.
-/// Returns `Ok(false)` at end of input.
-fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<bool> {
+/// What [`read_line_capped`] saw of one line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LineRead {
+    /// Bytes in the whole line, newline included.
+    total: usize,
+    /// For a line longer than the cap: the event id found in the part that was not kept.
+    overflow_id: Option<String>,
+}
+
+/// Reads one line, keeping at most `cap` bytes in `buf`; the rest of a longer line is consumed
+/// and scanned for the event id so that even an oversized request gets its answer.
+/// Returns `Ok(None)` at end of input.
+fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<Option<LineRead>> {
+    const KEY_AND_ID: usize = 6 + 64 + 1; // "id":" + hex + "
     buf.clear();
-    let mut any = false;
+    let mut seen = LineRead::default();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut prefix_has_id = None;
     loop {
         let chunk = match input.fill_buf() {
             Ok(c) => c,
@@ -171,18 +204,27 @@ fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> 
             Err(e) => return Err(e),
         };
         if chunk.is_empty() {
-            return Ok(any);
+            return Ok((seen.total > 0).then_some(seen));
         }
-        any = true;
         let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
         let room = cap.saturating_sub(buf.len());
         buf.extend_from_slice(&chunk[..take.min(room)]);
+        let scan_overflow =
+            take > room && seen.overflow_id.is_none() && !*prefix_has_id.get_or_insert_with(|| scan_id(buf).is_some());
+        if scan_overflow {
+            // Scan the dropped part, with a little carry-over so an id split across reads is found.
+            carry.extend_from_slice(&chunk[room.min(take)..take]);
+            seen.overflow_id = scan_id(&carry);
+            let keep = carry.len().min(KEY_AND_ID);
+            carry.drain(..carry.len() - keep);
+        }
+        seen.total += take;
         input.consume(take);
         if done {
-            return Ok(true);
+            return Ok(Some(seen));
         }
     }
 }
@@ -192,11 +234,13 @@ fn read_line_capped(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> 
 pub fn run(plugin: &mut Plugin, mut input: impl BufRead, mut output: impl Write) -> io::Result<Stats> {
     let mut line = Vec::with_capacity(64 * 1024);
     let mut out = Vec::with_capacity(1024);
-    while read_line_capped(&mut input, &mut line, MAX_LINE_BYTES)? {
+    while let Some(read) = read_line_capped(&mut input, &mut line, MAX_LINE_BYTES)? {
         if trim_ascii(&line).is_empty() {
             continue;
         }
-        if let Some(answer) = plugin.handle_line(&line) {
+        let answer =
+            if read.total > MAX_LINE_BYTES { plugin.handle_oversized(&line, read) } else { plugin.handle_line(&line) };
+        if let Some(answer) = answer {
             out.clear();
             serde_json::to_writer(&mut out, &answer).map_err(io::Error::other)?;
             out.push(b'\n');
@@ -233,11 +277,25 @@ mod tests {
         data.extend_from_slice(b"next\n");
         let mut input = io::Cursor::new(data);
         let mut buf = Vec::new();
-        assert!(read_line_capped(&mut input, &mut buf, 10).unwrap());
+        assert_eq!(read_line_capped(&mut input, &mut buf, 10).unwrap().unwrap().total, 101);
         assert_eq!(buf.len(), 10);
-        assert!(read_line_capped(&mut input, &mut buf, 10).unwrap());
+        assert_eq!(read_line_capped(&mut input, &mut buf, 10).unwrap().unwrap().total, 5);
         assert_eq!(buf, b"next\n");
-        assert!(!read_line_capped(&mut input, &mut buf, 10).unwrap());
+        assert_eq!(read_line_capped(&mut input, &mut buf, 10).unwrap(), None);
+    }
+
+    #[test]
+    fn id_beyond_the_kept_prefix_is_found_across_read_boundaries() {
+        let id = "ef".repeat(32);
+        let line = format!(
+            "{{\"event\":{{\"content\":\"{}\",\"created_at\":1,\"id\":\"{id}\",\"kind\":1}}}}\n",
+            "c".repeat(5000)
+        );
+        // A tiny BufReader capacity splits the id across fill_buf calls.
+        let mut input = io::BufReader::with_capacity(7, io::Cursor::new(line.into_bytes()));
+        let mut buf = Vec::new();
+        let read = read_line_capped(&mut input, &mut buf, 100).unwrap().unwrap();
+        assert_eq!(read.overflow_id, Some(id));
     }
 
     #[test]
