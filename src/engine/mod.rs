@@ -4,5 +4,9 @@
 //! to a sink, so it runs against in-memory stores in tests.
 
 pub mod index;
+pub mod relays;
+pub mod targets;
 
 pub use index::{RepoEntry, RepoSyncIndex};
+pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
+pub use targets::{derive_relay_targets, ItemSet, RefusedReason, TargetRules, Targets};
