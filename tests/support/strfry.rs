@@ -28,6 +28,8 @@ pub fn free_port() -> u16 {
 /// A running strfry with its own database in a temp dir; killed on drop.
 pub struct Strfry {
     child: Child,
+    bin: PathBuf,
+    conf: PathBuf,
     pub port: u16,
     pub db: PathBuf,
     pub dir: tempfile::TempDir,
@@ -50,18 +52,19 @@ impl Strfry {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("strfry.log")).unwrap();
-        let child = Command::new(bin)
-            .arg(format!("--config={}", conf.display()))
-            .arg("relay")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start strfry");
-        let s = Strfry { child, port, db, dir };
+        let child = spawn(bin, &conf, dir.path());
+        let s = Strfry { child, bin: bin.to_path_buf(), conf, port, db, dir };
         s.wait_listening();
         s
+    }
+
+    /// Kills strfry (SIGKILL: no clean shutdown) and starts it again on the same port and database.
+    pub fn restart_after(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = spawn(&self.bin, &self.conf, self.dir.path());
+        self.wait_listening();
     }
 
     pub fn url(&self) -> String {
@@ -86,6 +89,18 @@ impl Drop for Strfry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(bin: &Path, conf: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("strfry.log")).unwrap();
+    Command::new(bin)
+        .arg(format!("--config={}", conf.display()))
+        .arg("relay")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start strfry")
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -137,5 +152,27 @@ pub async fn query(url: &str, filter: Value) -> Vec<Value> {
             Some("CLOSED") | Some("NOTICE") => panic!("query refused: {v}"),
             _ => {}
         }
+    }
+}
+
+/// Every stored event matching `filter`, paging with `until` past the relay's result limit.
+pub async fn query_all(url: &str, filter: Value) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut until: Option<u64> = None;
+    loop {
+        let mut f = filter.clone();
+        f["limit"] = json!(500);
+        if let Some(u) = until {
+            f["until"] = json!(u);
+        }
+        let page = query(url, f).await;
+        let fresh: Vec<Value> =
+            page.iter().filter(|e| seen.insert(e["id"].as_str().unwrap().to_string())).cloned().collect();
+        if fresh.is_empty() {
+            return out;
+        }
+        until = page.iter().filter_map(|e| e["created_at"].as_u64()).min();
+        out.extend(fresh);
     }
 }
