@@ -4,5 +4,6 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod host;
+pub mod metrics;
 pub mod policy;
 pub mod remote;
