@@ -2,3 +2,4 @@
 
 pub mod ingest;
 pub mod plugin;
+pub mod stream;

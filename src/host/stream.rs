@@ -1,0 +1,188 @@
+//! Follows the host relay's new events that change what we sync: repository announcements, root
+//! events and deletions. A websocket subscription, delivered in short batches, re-opened with
+//! backoff whenever the host goes away (strfry restarts).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PR};
+use crate::policy::{Note, RelayUrl};
+use crate::remote::health::backoff_secs;
+
+/// Kinds whose arrival changes the repository index.
+pub const STREAM_KINDS: [u64; 5] = [KIND_ANNOUNCEMENT, KIND_PATCH, KIND_PR, KIND_ISSUE, KIND_DELETION];
+/// After a reconnect, events this much older than the last moment we were connected are asked
+/// for again (clock skew, events written during the outage).
+pub const RECONNECT_MARGIN_SECS: u64 = 120;
+/// A batch is delivered early once it holds this many events.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub url: RelayUrl,
+    /// First subscription starts here (unix seconds): the moment the index was built.
+    pub since: u64,
+    /// How long events gather before a batch is delivered (default 1 s).
+    pub batch_window: Duration,
+    pub base_backoff_secs: u64,
+    pub max_backoff_secs: u64,
+}
+
+/// What the stream delivers.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// New events, in arrival order.
+    Batch(Vec<Note>),
+    /// Connection state of the host, for status and metrics.
+    Connected(bool),
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Runs until `shutdown` turns true or the receiver is dropped.
+pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown: watch::Receiver<bool>) {
+    let mut since = cfg.since;
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(cfg.base_backoff_secs.max(5)),
+            tokio_tungstenite::connect_async(cfg.url.as_str()),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Ok((ws, _))) => {
+                failures = 0;
+                if out.send(StreamEvent::Connected(true)).await.is_err() {
+                    return;
+                }
+                tracing::info!(url = %cfg.url, since, "host stream: subscribed");
+                let outcome = follow(ws, &cfg, since, &out, &mut shutdown).await;
+                since = now().saturating_sub(RECONNECT_MARGIN_SECS);
+                if out.send(StreamEvent::Connected(false)).await.is_err() {
+                    return;
+                }
+                match outcome {
+                    Ok(()) => return,
+                    Err(e) => e,
+                }
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_string(),
+        };
+        failures += 1;
+        let wait = Duration::from_secs(backoff_secs(failures, cfg.base_backoff_secs, cfg.max_backoff_secs));
+        tracing::warn!(url = %cfg.url, error = %error, retry_in = ?wait, "host stream: disconnected");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One connected session. `Ok(())` means stop for good; `Err` means reconnect.
+async fn follow(
+    mut ws: Ws,
+    cfg: &StreamConfig,
+    since: u64,
+    out: &mpsc::Sender<StreamEvent>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let req = json!(["REQ", "grasp-sync-host", {"kinds": STREAM_KINDS, "since": since}]);
+    ws.send(Message::text(req.to_string())).await.map_err(|e| e.to_string())?;
+    let mut batch: Vec<Note> = Vec::new();
+    let mut flush_at: Option<Instant> = None;
+    loop {
+        let deadline = flush_at;
+        tokio::select! {
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(note) = parse_event(&text) {
+                        batch.push(note);
+                        flush_at.get_or_insert_with(|| Instant::now() + cfg.batch_window);
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => {
+                    deliver(out, &mut batch).await?;
+                    return Err("host closed the connection".into());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    deliver(out, &mut batch).await?;
+                    return Err(e.to_string());
+                }
+            },
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                flush_at = None;
+                deliver(out, &mut batch).await?;
+            }
+            _ = shutdown.changed() => {
+                deliver(out, &mut batch).await?;
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+        }
+        if batch.len() >= MAX_BATCH {
+            flush_at = None;
+            deliver(out, &mut batch).await?;
+        }
+    }
+}
+
+async fn deliver(out: &mpsc::Sender<StreamEvent>, batch: &mut Vec<Note>) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let events = std::mem::take(batch);
+    // A closed receiver means the daemon is stopping: end quietly.
+    out.send(StreamEvent::Batch(events)).await.map_err(|_| "receiver gone".to_string())
+}
+
+/// `["EVENT", sub, {event}]` with a well-formed event whose id checks out.
+fn parse_event(text: &str) -> Option<Note> {
+    let Ok(Value::Array(mut msg)) = serde_json::from_str::<Value>(text) else { return None };
+    if msg.len() != 3 || msg[0] != "EVENT" {
+        if msg.first().is_some_and(|m| m == "CLOSED" || m == "NOTICE") {
+            tracing::warn!(message = %text, "host stream: host says");
+        }
+        return None;
+    }
+    let note: Note = serde_json::from_value(msg.pop()?).ok()?;
+    match note.check() {
+        Ok(_) => Some(note),
+        Err(e) => {
+            tracing::warn!(id = %note.id, error = %e, "host stream: host sent an invalid event");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_valid_events_are_taken_from_frames() {
+        let line =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/events.jsonl")).unwrap();
+        let first: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+        let frame = json!(["EVENT", "s", first["event"]]).to_string();
+        assert!(parse_event(&frame).is_some());
+        let mut tampered = first["event"].clone();
+        tampered["content"] = json!("changed");
+        assert!(parse_event(&json!(["EVENT", "s", tampered]).to_string()).is_none());
+        assert!(parse_event("[\"EOSE\",\"s\"]").is_none());
+        assert!(parse_event("not json").is_none());
+    }
+}
