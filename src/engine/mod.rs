@@ -4,6 +4,7 @@
 //! to a sink, so it runs against in-memory stores in tests.
 
 pub mod index;
+pub mod rejected;
 pub mod relays;
 pub mod targets;
 

@@ -1,0 +1,306 @@
+//! The rejected index: valid events the policy refused.
+//!
+//! Order is not guaranteed across relays, so a reply, a state event or a co-maintainer's
+//! announcement may arrive before what makes it acceptable. Such events are **held** for a while
+//! (default 15 min, bounded in count) and handed back when an event they depend on is accepted.
+//! Once their time is up they are **settled**: their ids join the negentropy local set so that a
+//! daily sync does not download them again. Settled ids are bounded too (oldest forgotten first)
+//! and persisted by the daemon.
+//!
+//! Events that are invalid (bad id or signature) are never recorded here: a forged copy must not
+//! stop the real event with the same id from being fetched elsewhere.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
+use crate::policy::{Facts, Id, Note, RepoCoord};
+
+/// Limits of the rejected index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedLimits {
+    pub hold_secs: u64,
+    pub max_held: usize,
+    pub max_settled: usize,
+}
+
+impl Default for RejectedLimits {
+    fn default() -> Self {
+        RejectedLimits { hold_secs: 900, max_held: 10_000, max_settled: 1_000_000 }
+    }
+}
+
+/// What a held event waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// An accepted event with this id (the held event references it).
+    Event(Id),
+    /// An accepted announcement of this repository.
+    Repo(RepoCoord),
+    /// An accepted announcement with this `d` (for announcements and states by maintainers).
+    D(String),
+    /// An accepted event that references the held event's own id.
+    ReferencedBy(Id),
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    note: Note,
+    facts: Facts,
+    since: u64,
+    keys: Vec<Key>,
+}
+
+/// Held and settled rejected events.
+#[derive(Debug, Default)]
+pub struct RejectedIndex {
+    limits: RejectedLimits,
+    held: HashMap<Id, Held>,
+    waiting: HashMap<Key, HashSet<Id>>,
+    /// Held ids in arrival order (may contain ids already released; skipped lazily).
+    held_order: VecDeque<(u64, Id)>,
+    settled: HashSet<Id>,
+    settled_order: VecDeque<Id>,
+}
+
+fn keys_of(f: &Facts) -> Vec<Key> {
+    match f.kind {
+        KIND_ANNOUNCEMENT | KIND_STATE => f.d.iter().map(|d| Key::D(d.clone())).collect(),
+        _ => f
+            .id_refs
+            .iter()
+            .map(|id| Key::Event(*id))
+            .chain(f.repo_refs.iter().map(|c| Key::Repo(c.clone())))
+            .chain(std::iter::once(Key::ReferencedBy(f.id)))
+            .collect(),
+    }
+}
+
+impl RejectedIndex {
+    pub fn new(limits: RejectedLimits) -> Self {
+        RejectedIndex { limits, ..Default::default() }
+    }
+
+    /// Holds a policy-rejected event. Returns false when it is already held or settled.
+    pub fn hold(&mut self, note: Note, facts: Facts, now: u64) -> bool {
+        if self.held.contains_key(&facts.id) || self.settled.contains(&facts.id) {
+            return false;
+        }
+        while self.held.len() >= self.limits.max_held {
+            let Some((_, oldest)) = self.held_order.pop_front() else { break };
+            if self.release(&oldest).is_some() {
+                self.settle(oldest);
+            }
+        }
+        let keys = keys_of(&facts);
+        for k in &keys {
+            self.waiting.entry(k.clone()).or_default().insert(facts.id);
+        }
+        self.held_order.push_back((now, facts.id));
+        self.held.insert(facts.id, Held { note, facts, since: now, keys });
+        true
+    }
+
+    fn release(&mut self, id: &Id) -> Option<Held> {
+        let held = self.held.remove(id)?;
+        for k in &held.keys {
+            if let Some(set) = self.waiting.get_mut(k) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.waiting.remove(k);
+                }
+            }
+        }
+        Some(held)
+    }
+
+    fn settle(&mut self, id: Id) {
+        if self.settled.insert(id) {
+            self.settled_order.push_back(id);
+            while self.settled.len() > self.limits.max_settled {
+                if let Some(old) = self.settled_order.pop_front() {
+                    self.settled.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Takes out the held events that `accepted` may unlock, for the caller to decide again.
+    /// Those still rejected should be held again with [`RejectedIndex::hold_again`].
+    pub fn unlocked_by(&mut self, accepted: &Facts) -> Vec<(Note, Facts, u64)> {
+        let mut keys = vec![Key::Event(accepted.id)];
+        keys.extend(accepted.id_refs.iter().map(|id| Key::ReferencedBy(*id)));
+        if accepted.kind == KIND_ANNOUNCEMENT {
+            keys.extend(accepted.d.iter().map(|d| Key::D(d.clone())));
+            keys.extend(accepted.own_coord().map(Key::Repo));
+        }
+        let ids: HashSet<Id> = keys.iter().filter_map(|k| self.waiting.get(k)).flatten().copied().collect();
+        let mut out: Vec<(Note, Facts, u64)> =
+            ids.iter().filter_map(|id| self.release(id)).map(|h| (h.note, h.facts, h.since)).collect();
+        out.sort_by_key(|(n, _, _)| (n.created_at, n.id.clone()));
+        out
+    }
+
+    /// Holds again an event that [`RejectedIndex::unlocked_by`] returned and that is still
+    /// rejected, keeping its original hold time.
+    pub fn hold_again(&mut self, note: Note, facts: Facts, since: u64) {
+        let keys = keys_of(&facts);
+        for k in &keys {
+            self.waiting.entry(k.clone()).or_default().insert(facts.id);
+        }
+        self.held_order.push_back((since, facts.id));
+        self.held.insert(facts.id, Held { note, facts, since, keys });
+    }
+
+    /// Settles events held longer than the hold time. Returns how many.
+    pub fn expire(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        while let Some(&(since, id)) = self.held_order.front() {
+            let current = self.held.get(&id).map(|h| h.since);
+            match current {
+                // Stale entry (released or re-held later): drop it.
+                Some(s) if s != since => {
+                    self.held_order.pop_front();
+                }
+                None => {
+                    self.held_order.pop_front();
+                }
+                Some(s) if now.saturating_sub(s) >= self.limits.hold_secs => {
+                    self.held_order.pop_front();
+                    self.release(&id);
+                    self.settle(id);
+                    n += 1;
+                }
+                Some(_) => break,
+            }
+        }
+        n
+    }
+
+    /// Records an id as settled directly (restored from saved state).
+    pub fn restore_settled(&mut self, ids: impl IntoIterator<Item = Id>) {
+        for id in ids {
+            self.settle(id);
+        }
+    }
+
+    /// The id is held or settled: the host need not be offered it again by a sync.
+    pub fn knows(&self, id: &Id) -> bool {
+        self.held.contains_key(id) || self.settled.contains(id)
+    }
+
+    /// Held and settled ids with their `created_at` where known (held ones), for local sets.
+    pub fn held_items(&self) -> impl Iterator<Item = (&Note, &Facts)> {
+        self.held.values().map(|h| (&h.note, &h.facts))
+    }
+
+    /// Settled ids, oldest first (what the daemon persists).
+    pub fn settled_ids(&self) -> impl Iterator<Item = &Id> {
+        self.settled_order.iter()
+    }
+
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn settled_len(&self) -> usize {
+        self.settled.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(id: u8, kind: u64, d: Option<&str>, id_refs: &[u8], repo_refs: &[(u8, &str)]) -> Facts {
+        Facts {
+            id: [id; 32],
+            pubkey: [id; 32],
+            kind,
+            created_at: id as u64,
+            d: d.map(str::to_string),
+            repo_refs: repo_refs.iter().map(|(pk, d)| RepoCoord { pubkey: [*pk; 32], d: d.to_string() }).collect(),
+            id_refs: id_refs.iter().map(|r| [*r; 32]).collect(),
+            announcement: (kind == KIND_ANNOUNCEMENT).then(Default::default),
+        }
+    }
+
+    fn note(f: &Facts) -> Note {
+        Note {
+            id: hex::encode(f.id),
+            pubkey: hex::encode(f.pubkey),
+            created_at: f.created_at,
+            kind: f.kind,
+            tags: vec![],
+            content: String::new(),
+            sig: String::new(),
+        }
+    }
+
+    fn hold(idx: &mut RejectedIndex, f: Facts, now: u64) {
+        assert!(idx.hold(note(&f), f, now));
+    }
+
+    #[test]
+    fn reply_is_released_when_its_parent_is_accepted() {
+        let mut idx = RejectedIndex::new(RejectedLimits::default());
+        hold(&mut idx, facts(2, 1111, None, &[1], &[]), 0);
+        assert!(idx.unlocked_by(&facts(9, 1, None, &[], &[])).is_empty());
+        let out = idx.unlocked_by(&facts(1, 1621, None, &[], &[]));
+        assert_eq!(out.len(), 1);
+        assert_eq!(idx.held_len(), 0);
+    }
+
+    #[test]
+    fn parent_is_released_when_an_accepted_event_references_it() {
+        let mut idx = RejectedIndex::new(RejectedLimits::default());
+        hold(&mut idx, facts(1, 1621, None, &[], &[]), 0);
+        assert_eq!(idx.unlocked_by(&facts(2, 1111, None, &[1], &[])).len(), 1);
+    }
+
+    #[test]
+    fn announcements_states_and_repo_references_wait_for_an_announcement() {
+        let mut idx = RejectedIndex::new(RejectedLimits::default());
+        hold(&mut idx, facts(2, KIND_ANNOUNCEMENT, Some("r"), &[], &[]), 0);
+        hold(&mut idx, facts(3, KIND_STATE, Some("r"), &[], &[]), 0);
+        hold(&mut idx, facts(4, 1621, None, &[], &[(1, "r")]), 0);
+        hold(&mut idx, facts(5, KIND_STATE, Some("other"), &[], &[]), 0);
+        let out = idx.unlocked_by(&facts(1, KIND_ANNOUNCEMENT, Some("r"), &[], &[]));
+        assert_eq!(out.len(), 3);
+        assert_eq!(idx.held_len(), 1);
+    }
+
+    #[test]
+    fn expired_events_are_settled_and_not_held_twice() {
+        let mut idx = RejectedIndex::new(RejectedLimits { hold_secs: 10, ..Default::default() });
+        hold(&mut idx, facts(1, 1, None, &[], &[]), 0);
+        hold(&mut idx, facts(2, 1, None, &[], &[]), 5);
+        assert_eq!(idx.expire(9), 0);
+        assert_eq!(idx.expire(10), 1);
+        assert!(idx.knows(&[1; 32]) && idx.knows(&[2; 32]));
+        assert_eq!((idx.held_len(), idx.settled_len()), (1, 1));
+        let f = facts(1, 1, None, &[], &[]);
+        assert!(!idx.hold(note(&f), f, 20), "a settled event is not held again");
+    }
+
+    #[test]
+    fn re_held_events_keep_their_original_hold_time() {
+        let mut idx = RejectedIndex::new(RejectedLimits { hold_secs: 10, ..Default::default() });
+        hold(&mut idx, facts(2, 1111, None, &[1, 3], &[]), 0);
+        let out = idx.unlocked_by(&facts(1, 1, None, &[], &[]));
+        for (n, f, since) in out {
+            idx.hold_again(n, f, since);
+        }
+        assert_eq!(idx.expire(10), 1);
+    }
+
+    #[test]
+    fn counts_stay_bounded() {
+        let mut idx = RejectedIndex::new(RejectedLimits { hold_secs: 1000, max_held: 3, max_settled: 4 });
+        for i in 0..10u8 {
+            hold(&mut idx, facts(i, 1, None, &[], &[]), i as u64);
+        }
+        assert_eq!(idx.held_len(), 3);
+        assert_eq!(idx.settled_len(), 4);
+        assert!(idx.knows(&[9; 32]) && !idx.knows(&[0; 32]), "oldest settled ids are forgotten first");
+    }
+}
