@@ -1,0 +1,3 @@
+//! `grasp-sync run`: the sync daemon, wiring the host (strfry) to the engine.
+
+pub mod state;
