@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::event::{Facts, Id, RepoCoord, KIND_ANNOUNCEMENT};
+use super::url::RelayUrl;
 
 /// An accepted repository announcement (the newest one per author and `d`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,13 @@ pub struct Announcement {
     /// Whether its `relays` tag lists this service (as opposed to accepted by the maintainer chain
     /// or as an owner's update).
     pub lists_service: bool,
+    /// Its `relays` tag values, normalised and deduplicated, at most [`MAX_ANNOUNCED_RELAYS`]
+    /// (unparseable values skipped).
+    pub relays: Vec<RelayUrl>,
 }
+
+/// Relays kept from one announcement; announcements are untrusted, the rest is ignored.
+pub const MAX_ANNOUNCED_RELAYS: usize = 20;
 
 /// Read access to what has been accepted. Implemented in memory here; other stores (strfry's
 /// LMDB at start) seed an [`AcceptedSet`].
@@ -59,6 +66,7 @@ impl AcceptedSet {
             created_at: facts.created_at,
             maintainers: tags.maintainers.clone(),
             lists_service,
+            relays: announced_relays(&tags.relays),
         };
         let list = self.announcements.entry(d.clone()).or_default();
         match list.iter_mut().find(|a| a.pubkey == facts.pubkey) {
@@ -80,6 +88,19 @@ impl AcceptedSet {
     pub fn all_announcements(&self) -> impl Iterator<Item = (&str, &Announcement)> {
         self.announcements.iter().flat_map(|(d, v)| v.iter().map(move |a| (d.as_str(), a)))
     }
+}
+
+fn announced_relays(raw: &[String]) -> Vec<RelayUrl> {
+    let mut out: Vec<RelayUrl> = Vec::new();
+    for url in raw.iter().filter_map(|r| RelayUrl::parse(r).ok()) {
+        if out.len() >= MAX_ANNOUNCED_RELAYS {
+            break;
+        }
+        if !out.contains(&url) {
+            out.push(url);
+        }
+    }
+    out
 }
 
 impl AcceptedView for AcceptedSet {
