@@ -1,3 +1,4 @@
-//! The strfry side: the writePolicy plugin (and, later, the LMDB reader, event stream and ingest).
+//! The strfry side: the writePolicy plugin, the LMDB reader (and, later, the event stream and ingest).
 
+pub mod lmdb;
 pub mod plugin;
