@@ -18,7 +18,9 @@ fn fixtures() -> PathBuf {
 fn fixture_notes() -> Vec<Note> {
     let text = std::fs::read_to_string(fixtures().join("events.jsonl")).unwrap();
     text.lines()
-        .map(|l| serde_json::from_value(serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).unwrap())
+        .map(|l| {
+            serde_json::from_value(serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).unwrap()
+        })
         .collect()
 }
 
@@ -152,7 +154,8 @@ fn seeks_are_exact_at_key_boundaries() {
 }
 
 fn brute_force(notes: &[Note], f: &Filter) -> Vec<(u64, String)> {
-    let mut v: Vec<(u64, String)> = notes.iter().filter(|n| f.matches(n)).map(|n| (n.created_at, n.id.clone())).collect();
+    let mut v: Vec<(u64, String)> =
+        notes.iter().filter(|n| f.matches(n)).map(|n| (n.created_at, n.id.clone())).collect();
     v.sort();
     v
 }

@@ -216,3 +216,59 @@ impl<S: EventSource> Builder<'_, S> {
         }
     }
 }
+
+/// An [`EventSource`] over events held in memory (tests, and hosts without an index).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    events: Vec<(Facts, Vec<(char, String)>)>,
+}
+
+impl MemorySource {
+    /// Adds an event: its facts and its tags (name, first value).
+    pub fn push(&mut self, facts: Facts, tags: &[Vec<String>]) {
+        let tags = tags
+            .iter()
+            .filter_map(|t| {
+                let mut name = t.first()?.chars();
+                match (name.next(), name.next()) {
+                    (Some(c), None) => Some((c, t.get(1).cloned().unwrap_or_default())),
+                    _ => None,
+                }
+            })
+            .collect();
+        self.events.push((facts, tags));
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+impl EventSource for MemorySource {
+    type Error = std::convert::Infallible;
+
+    fn events_of_kind(&mut self, kind: u64) -> Result<Vec<Facts>, Self::Error> {
+        Ok(self.events.iter().filter(|(f, _)| f.kind == kind).map(|(f, _)| f.clone()).collect())
+    }
+
+    fn events_tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, Self::Error> {
+        Ok(self
+            .events
+            .iter()
+            .filter(|(_, tags)| tags.iter().any(|(l, v)| *l == letter && v == value))
+            .map(|(f, _)| f.clone())
+            .collect())
+    }
+
+    fn event_by_id(&mut self, id: &Id) -> Result<Option<Facts>, Self::Error> {
+        Ok(self.events.iter().find(|(f, _)| f.id == *id).map(|(f, _)| f.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
