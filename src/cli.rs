@@ -1,12 +1,15 @@
 //! Command line: `grasp-sync <command> [--config FILE] [--set KEY=VALUE]...`.
 
-use std::io::{self, BufReader};
-use std::path::PathBuf;
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
+use crate::engine::build::Built;
+use crate::host::lmdb::{load_index, StrfryDb};
 use crate::host::plugin::{self, Plugin};
 use crate::policy::{AcceptedSet, Policy};
 
@@ -34,6 +37,12 @@ pub enum Command {
     Plugin,
     /// Loads and validates the configuration, prints it in full, and exits.
     CheckConfig,
+    /// Prints the repo index built from strfry's database (`host.strfry_db`).
+    Index {
+        /// Print JSON: `{"repos":[{"coordinate","relays","root_events"}],"accepted_events":N}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(default: &str) {
@@ -57,6 +66,7 @@ pub fn main() -> ExitCode {
             print!("{}", toml::to_string(&config).unwrap_or_default());
             Ok(())
         }
+        Command::Index { json } => run_index(&config, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,9 +83,96 @@ fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+fn policy_of(config: &Config) -> Policy {
+    Policy::new(config.service_url.clone(), config.policy.require_clone)
+}
+
+/// Builds the accepted view and repo index from strfry's database.
+fn load_from_strfry(config: &Config, dir: &Path) -> anyhow::Result<(Built, u64, Duration)> {
+    let db = StrfryDb::open(dir)?;
+    Ok(load_index(&db, &policy_of(config))?)
+}
+
+fn run_index(config: &Config, json: bool) -> anyhow::Result<()> {
+    let Some(dir) = &config.host.strfry_db else {
+        anyhow::bail!("host.strfry_db is not set: the index is read from strfry's database");
+    };
+    let (built, last_lev_id, took) = load_from_strfry(config, dir)?;
+    tracing::info!(
+        repos = built.index.len(),
+        accepted_events = built.stats.accepted_events,
+        last_lev_id,
+        ms = took.as_millis() as u64,
+        "index: built from strfry's database"
+    );
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &index_json(&built))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", index_table(&built))?;
+    }
+    Ok(())
+}
+
+/// `{"repos":[{"coordinate","relays","root_events"}],"accepted_events":N}`.
+pub fn index_json(built: &Built) -> serde_json::Value {
+    let repos: Vec<serde_json::Value> = built
+        .index
+        .repos()
+        .map(|(coord, entry)| {
+            serde_json::json!({
+                "coordinate": coord.to_string(),
+                "relays": entry.relays.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                "root_events": entry.root_events.iter().map(hex::encode).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "repos": repos, "accepted_events": built.stats.accepted_events })
+}
+
+/// A readable listing: one block per repository, then totals.
+pub fn index_table(built: &Built) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for (coord, entry) in built.index.repos() {
+        let _ = writeln!(s, "{coord}  ({} relays, {} root events)", entry.relays.len(), entry.root_events.len());
+        for r in &entry.relays {
+            let _ = writeln!(s, "    relay {r}");
+        }
+        for id in &entry.root_events {
+            let _ = writeln!(s, "    root  {}", hex::encode(id));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "{} repositories, {} root events, {} accepted events",
+        built.index.len(),
+        built.index.root_count(),
+        built.stats.accepted_events
+    );
+    s
+}
+
 fn run_plugin(config: &Config) -> anyhow::Result<()> {
-    let policy = Policy::new(config.service_url.clone(), config.policy.require_clone);
-    let view = AcceptedSet::new();
+    let policy = policy_of(config);
+    let view = match &config.host.strfry_db {
+        None => AcceptedSet::new(),
+        // A view that silently missed what strfry holds would reject legitimate events with
+        // misleading reasons; failing loudly lets the operator fix the path or permissions.
+        Some(dir) => {
+            let (built, last_lev_id, took) = load_from_strfry(config, dir)
+                .map_err(|e| e.context(format!("plugin: cannot seed the accepted view from {}", dir.display())))?;
+            tracing::info!(
+                events = built.accepted.event_count(),
+                repos = built.index.len(),
+                last_lev_id,
+                ms = took.as_millis() as u64,
+                "plugin: accepted view loaded from strfry's database"
+            );
+            built.accepted
+        }
+    };
     let mut plugin = Plugin::new(policy, view);
     tracing::info!(service = %config.service_url, "plugin: started");
     let stdin = io::stdin().lock();

@@ -3,6 +3,7 @@
 //! The engine knows no host: it reads the host's events through traits and hands fetched events
 //! to a sink, so it runs against in-memory stores in tests.
 
+pub mod build;
 pub mod index;
 pub mod rejected;
 pub mod relays;

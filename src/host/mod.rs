@@ -1,5 +1,6 @@
-//! The strfry side: the writePolicy plugin (and, later, the LMDB reader, event stream and ingest).
+//! The strfry side: the writePolicy plugin, the LMDB reader, the host event stream and ingest.
 
 pub mod ingest;
+pub mod lmdb;
 pub mod plugin;
 pub mod stream;

@@ -1,0 +1,274 @@
+//! Building the accepted view and the repo index from what a host already stores.
+//!
+//! [`build`] is a pure function over an [`EventSource`] (the host's store seen through three
+//! lookups). It reaches the same verdicts as the acceptance policy applied event by event, but
+//! independently of arrival order: announcements are decided to a fixpoint (a maintainer's
+//! announcement counts whether it was stored before or after the owner's), and references are
+//! followed transitively in both directions. Events the host holds that the policy would not
+//! accept are never counted, so a strfry full of unrelated events yields the same result as one
+//! that only ever held ours.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::index::{announcement_relays, RepoSyncIndex};
+use crate::policy::event::is_root_kind;
+use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
+use crate::policy::{AcceptedSet, AcceptedView, Facts, Id, Policy, RepoCoord};
+
+/// Read access to a host's stored events, enough to rebuild the accepted view.
+pub trait EventSource {
+    type Error;
+    /// Every stored event of this kind.
+    fn events_of_kind(&mut self, kind: u64) -> Result<Vec<Facts>, Self::Error>;
+    /// Every stored event with a tag `letter` whose first value is `value` (hex ids for
+    /// `e`/`E`/`q`, coordinates for `a`/`A`/`q`).
+    fn events_tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, Self::Error>;
+    /// The stored event with this id.
+    fn event_by_id(&mut self, id: &Id) -> Result<Option<Facts>, Self::Error>;
+}
+
+/// Counters of one build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    /// Announcements considered (the newest per author and `d`).
+    pub announcements: usize,
+    pub accepted_announcements: usize,
+    pub accepted_states: usize,
+    /// Every accepted event, announcements and states included.
+    pub accepted_events: usize,
+    /// Lookups made on the source.
+    pub lookups: usize,
+}
+
+/// What a build produces.
+#[derive(Debug, Clone, Default)]
+pub struct Built {
+    /// The plugin's view: every event the policy accepts, with its references.
+    pub accepted: AcceptedSet,
+    /// The repositories we sync (accepted announcements) with their relays and root events.
+    pub index: RepoSyncIndex,
+    pub stats: BuildStats,
+}
+
+/// Tag letters whose values may be event ids.
+const ID_LETTERS: [char; 3] = ['e', 'E', 'q'];
+/// Tag letters whose values may be repository coordinates.
+const REPO_LETTERS: [char; 3] = ['a', 'A', 'q'];
+
+fn newer(a: &Facts, b: &Facts) -> bool {
+    (a.created_at, std::cmp::Reverse(a.id)) > (b.created_at, std::cmp::Reverse(b.id))
+}
+
+/// Newest event per (author, `d`) of a replaceable kind; events without `d` are kept as they
+/// are (the policy rejects them).
+fn newest_per_address(events: Vec<Facts>) -> Vec<Facts> {
+    let mut by_addr: HashMap<(Id, Option<String>), Facts> = HashMap::new();
+    for f in events {
+        let key = (f.pubkey, f.d.clone());
+        match by_addr.get(&key) {
+            Some(old) if !newer(&f, old) => {}
+            _ => {
+                by_addr.insert(key, f);
+            }
+        }
+    }
+    let mut out: Vec<Facts> = by_addr.into_values().collect();
+    out.sort_by_key(|f| (f.created_at, f.id));
+    out
+}
+
+/// Rebuilds the accepted view and the repo index from a host's store.
+pub fn build<S: EventSource>(policy: &Policy, source: &mut S) -> Result<Built, S::Error> {
+    let mut b = Builder { policy, source, view: AcceptedSet::new(), roots: Vec::new(), stats: BuildStats::default() };
+    let anns = b.announcements()?;
+    let states = b.states()?;
+    b.references(&anns, &states)?;
+
+    let mut index = RepoSyncIndex::new();
+    for ann in &anns {
+        let (Some(coord), Some(tags)) = (ann.own_coord(), &ann.announcement) else { continue };
+        index.upsert_repo(coord, announcement_relays(policy.service(), tags));
+    }
+    for (coord, id) in &b.roots {
+        index.add_root(coord, *id);
+    }
+    let mut stats = b.stats;
+    stats.accepted_events = b.view.event_count();
+    Ok(Built { accepted: b.view, index, stats })
+}
+
+struct Builder<'a, S> {
+    policy: &'a Policy,
+    source: &'a mut S,
+    view: AcceptedSet,
+    /// Root events and the accepted repositories they tag.
+    roots: Vec<(RepoCoord, Id)>,
+    stats: BuildStats,
+}
+
+impl<S: EventSource> Builder<'_, S> {
+    /// Accepted announcements, decided to a fixpoint per `d`.
+    fn announcements(&mut self) -> Result<Vec<Facts>, S::Error> {
+        self.stats.lookups += 1;
+        let all = newest_per_address(self.source.events_of_kind(KIND_ANNOUNCEMENT)?);
+        self.stats.announcements = all.len();
+        let mut by_d: HashMap<String, Vec<Facts>> = HashMap::new();
+        for f in all {
+            if let Some(d) = f.d.clone() {
+                by_d.entry(d).or_default().push(f);
+            }
+        }
+        let mut accepted = Vec::new();
+        for (_, mut pending) in by_d {
+            loop {
+                let before = pending.len();
+                let mut i = 0;
+                while i < pending.len() {
+                    if self.policy.decide(&self.view, &pending[i]).is_accept() {
+                        let f = pending.swap_remove(i);
+                        self.view.record(&f, self.policy.lists_service(&f));
+                        accepted.push(f);
+                    } else {
+                        i += 1;
+                    }
+                }
+                if pending.len() == before {
+                    break;
+                }
+            }
+        }
+        self.stats.accepted_announcements = accepted.len();
+        Ok(accepted)
+    }
+
+    /// Accepted state events (they depend on announcements only).
+    fn states(&mut self) -> Result<Vec<Facts>, S::Error> {
+        self.stats.lookups += 1;
+        let mut accepted = Vec::new();
+        for f in newest_per_address(self.source.events_of_kind(KIND_STATE)?) {
+            if self.policy.decide(&self.view, &f).is_accept() {
+                self.view.record(&f, false);
+                accepted.push(f);
+            }
+        }
+        self.stats.accepted_states = accepted.len();
+        Ok(accepted)
+    }
+
+    /// Follows references from accepted repositories and events until nothing new is accepted.
+    fn references(&mut self, anns: &[Facts], states: &[Facts]) -> Result<(), S::Error> {
+        // Accepted announcements and states are in the view already; their ids and references
+        // start the walk.
+        let mut queue: VecDeque<(Id, Vec<Id>)> = anns.iter().chain(states).map(|f| (f.id, f.id_refs.clone())).collect();
+        for ann in anns {
+            let Some(coord) = ann.own_coord() else { continue };
+            let value = coord.to_string();
+            for letter in REPO_LETTERS {
+                let found = self.tagged(letter, &value)?;
+                self.offer(found, &mut queue);
+            }
+        }
+        let mut absent: HashSet<Id> = HashSet::new();
+        while let Some((id, refs)) = queue.pop_front() {
+            for r in refs {
+                if self.view.has_event(&r) || absent.contains(&r) {
+                    continue;
+                }
+                self.stats.lookups += 1;
+                match self.source.event_by_id(&r)? {
+                    Some(f) => self.offer(vec![f], &mut queue),
+                    None => {
+                        absent.insert(r);
+                    }
+                }
+            }
+            let value = hex::encode(id);
+            for letter in ID_LETTERS {
+                let found = self.tagged(letter, &value)?;
+                self.offer(found, &mut queue);
+            }
+        }
+        Ok(())
+    }
+
+    fn tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, S::Error> {
+        self.stats.lookups += 1;
+        self.source.events_tagged(letter, value)
+    }
+
+    /// Decides candidates found through a reference; accepted ones join the walk.
+    fn offer(&mut self, found: Vec<Facts>, queue: &mut VecDeque<(Id, Vec<Id>)>) {
+        for f in found {
+            // Announcements and state have rules of their own, already applied in full.
+            if matches!(f.kind, KIND_ANNOUNCEMENT | KIND_STATE) || self.view.has_event(&f.id) {
+                continue;
+            }
+            if !self.policy.decide(&self.view, &f).is_accept() {
+                continue;
+            }
+            self.view.record(&f, false);
+            if is_root_kind(f.kind) {
+                for c in f.repo_refs.iter().filter(|c| self.view.has_repo(c)) {
+                    self.roots.push((c.clone(), f.id));
+                }
+            }
+            queue.push_back((f.id, f.id_refs));
+        }
+    }
+}
+
+/// An [`EventSource`] over events held in memory (tests, and hosts without an index).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    events: Vec<(Facts, Vec<(char, String)>)>,
+}
+
+impl MemorySource {
+    /// Adds an event: its facts and its tags (name, first value).
+    pub fn push(&mut self, facts: Facts, tags: &[Vec<String>]) {
+        let tags = tags
+            .iter()
+            .filter_map(|t| {
+                let mut name = t.first()?.chars();
+                match (name.next(), name.next()) {
+                    (Some(c), None) => Some((c, t.get(1).cloned().unwrap_or_default())),
+                    _ => None,
+                }
+            })
+            .collect();
+        self.events.push((facts, tags));
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+impl EventSource for MemorySource {
+    type Error = std::convert::Infallible;
+
+    fn events_of_kind(&mut self, kind: u64) -> Result<Vec<Facts>, Self::Error> {
+        Ok(self.events.iter().filter(|(f, _)| f.kind == kind).map(|(f, _)| f.clone()).collect())
+    }
+
+    fn events_tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, Self::Error> {
+        Ok(self
+            .events
+            .iter()
+            .filter(|(_, tags)| tags.iter().any(|(l, v)| *l == letter && v == value))
+            .map(|(f, _)| f.clone())
+            .collect())
+    }
+
+    fn event_by_id(&mut self, id: &Id) -> Result<Option<Facts>, Self::Error> {
+        Ok(self.events.iter().find(|(f, _)| f.id == *id).map(|(f, _)| f.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
