@@ -125,6 +125,13 @@ impl Pager {
         true
     }
 
+    /// Forgets a page that was cut short (e.g. CLOSED by a rate limit) so it can be asked again.
+    pub fn retry_page(&mut self) {
+        self.page_count = 0;
+        self.page_new = 0;
+        self.page_min = None;
+    }
+
     /// Ends the current page.
     pub fn on_eose(&mut self) -> PageStep {
         self.pages += 1;
