@@ -4,9 +4,11 @@
 //! to a sink, so it runs against in-memory stores in tests.
 
 pub mod index;
+pub mod layers;
 pub mod relays;
 pub mod targets;
 
 pub use index::{RepoEntry, RepoSyncIndex};
+pub use layers::{Layer, LivePlan, ReqLimits};
 pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
 pub use targets::{derive_relay_targets, ItemSet, RefusedReason, TargetRules, Targets};
