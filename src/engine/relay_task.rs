@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::session::{Session, SessionEnd};
-use crate::engine::status::{Health, RelayStatus, SyncSettings, SyncStatus};
+use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
+use crate::engine::targets::ItemSet;
 use crate::policy::{Id, RelayUrl, RepoCoord};
 use crate::remote::{Connection, Dialer, WireCounters};
 
@@ -25,24 +26,14 @@ pub enum Item {
 }
 
 /// What one relay should give us: the repos and root events whose announcements list it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelayTarget {
-    pub repos: BTreeSet<RepoCoord>,
-    pub roots: BTreeSet<Id>,
-}
+pub type RelayTarget = ItemSet;
 
-impl RelayTarget {
-    pub fn is_empty(&self) -> bool {
-        self.repos.is_empty() && self.roots.is_empty()
-    }
-
-    /// Every item, announcements included.
-    pub fn items(&self) -> BTreeSet<Item> {
-        let mut out = BTreeSet::from([Item::Announcements]);
-        out.extend(self.repos.iter().cloned().map(Item::Repo));
-        out.extend(self.roots.iter().copied().map(Item::Root));
-        out
-    }
+/// Every item of a target, announcements (L1) included.
+pub fn target_items(t: &RelayTarget) -> BTreeSet<Item> {
+    let mut out = BTreeSet::from([Item::Announcements]);
+    out.extend(t.repos.iter().cloned().map(Item::Repo));
+    out.extend(t.root_events.iter().copied().map(Item::Root));
+    out
 }
 
 /// What a relay's task remembers across connections.
@@ -119,7 +110,10 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     ctx.status.update(&ctx.url, |r| r.bootstrap = ctx.bootstrap);
     loop {
         if target.borrow().is_empty() && !ctx.bootstrap {
-            ctx.status.update(&ctx.url, |r| r.status = RelayStatus::Closed);
+            ctx.status.update(&ctx.url, |r| {
+                r.status = RelayStatus::Disconnected;
+                r.closed_unneeded = true;
+            });
             return;
         }
         ctx.status.update(&ctx.url, |r| {
@@ -141,7 +135,7 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
                 tracing::info!(relay = %ctx.url, failures, ?delay, "connect failed: {e}");
                 ctx.status.update(&ctx.url, |r| {
                     r.status = RelayStatus::Disconnected;
-                    r.health = if dead { Health::Dead } else { Health::Backoff };
+                    r.health = Some(if dead { HealthStatus::Dead } else { HealthStatus::Failing });
                     r.last_error = Some(e);
                 });
                 if !wait(delay, &mut target).await {
@@ -165,7 +159,8 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         }
         ctx.status.update(&ctx.url, |r| {
             r.connects += 1;
-            r.health = if degraded_until.is_some() { Health::Degraded } else { Health::Healthy };
+            r.closed_unneeded = false;
+            r.health = Some(if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy });
         });
         let conn = Connection::new(ws, s.payload_limit, counters.clone());
         let session = Session::new(&ctx, &mut mem, conn, degraded_until);
@@ -189,7 +184,10 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             SessionEnd::Daily => force_fresh = true,
             SessionEnd::Unneeded => {
                 tracing::info!(relay = %ctx.url, "no repository needs this relay; closed");
-                ctx.status.update(&ctx.url, |r| r.status = RelayStatus::Closed);
+                ctx.status.update(&ctx.url, |r| {
+                    r.status = RelayStatus::Disconnected;
+                    r.closed_unneeded = true;
+                });
                 return;
             }
             SessionEnd::Shutdown => return,
@@ -224,6 +222,6 @@ mod tests {
     fn target_items_always_include_announcements() {
         let t = RelayTarget::default();
         assert!(t.is_empty());
-        assert_eq!(t.items().into_iter().collect::<Vec<_>>(), vec![Item::Announcements]);
+        assert_eq!(target_items(&t).into_iter().collect::<Vec<_>>(), vec![Item::Announcements]);
     }
 }

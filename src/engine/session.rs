@@ -7,16 +7,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::engine::relay_task::{Ctx, Item, RelayMemory, RelayTarget};
-use crate::engine::status::{Health, RelayStatus};
+use crate::engine::layers::{self, ReqLimits};
+use crate::engine::relay_task::{target_items, Ctx, Item, RelayMemory, RelayTarget};
+use crate::engine::status::{HealthStatus, RelayStatus};
 use crate::engine::store::Fetched;
+use crate::engine::targets::ItemSet;
 use crate::policy::Note;
-use crate::remote::historic::{chunk_ids, classify, ChunkOutcome, IdChunk, PageStep, Pager};
+use crate::remote::classify::{classify, Signal, Source};
+use crate::remote::historic::{chunk_ids, ChunkOutcome, IdChunk};
 use crate::remote::negentropy::NegSession;
+use crate::remote::paginate::{PageEnd, Paginator};
 use crate::remote::{ClientMsg, ConnError, Connection, Filter, RelayMsg};
 
-/// Most filters we put in one REQ (strfry's `maxReqFilterSize` is 200).
-const MAX_FILTERS_PER_REQ: usize = 200;
 /// How often timers (negentropy silence, cooldown end, daily) are checked.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -32,7 +34,7 @@ pub(crate) enum SessionEnd {
 enum JobKind {
     Live(Vec<Filter>),
     Neg(Filter),
-    Page(Pager),
+    Page(Paginator),
     Ids(IdChunk),
 }
 
@@ -52,7 +54,7 @@ enum Sub {
     },
     Page {
         batch: Option<u64>,
-        pager: Pager,
+        pager: Paginator,
         filter: Filter,
     },
     Ids {
@@ -72,52 +74,27 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Filters of one layer chunk (L1 announcements, L2 repo-tagged, L3 root-tagged).
-pub(crate) fn item_filters(items: &[Item]) -> Vec<Filter> {
-    let mut repos = Vec::new();
-    let mut roots = Vec::new();
+pub(crate) fn item_filters(items: &[Item], chunk: usize) -> Vec<Filter> {
     let mut out = Vec::new();
+    let mut set = ItemSet::default();
     for item in items {
         match item {
-            Item::Announcements => out.push(Filter::kinds([crate::policy::event::KIND_ANNOUNCEMENT])),
-            Item::Repo(c) => repos.push(c),
-            Item::Root(id) => roots.push(hex::encode(id)),
+            Item::Announcements => out.extend(layers::l1_filters()),
+            Item::Repo(c) => {
+                set.repos.insert(c.clone());
+            }
+            Item::Root(id) => {
+                set.root_events.insert(*id);
+            }
         }
     }
-    if !repos.is_empty() {
-        let coords: Vec<String> = repos.iter().map(|c| c.to_string()).collect();
-        let ds: BTreeSet<String> = repos.iter().map(|c| c.d.clone()).collect();
-        out.push(Filter::kinds([crate::policy::event::KIND_STATE]).tag('d', ds));
-        for letter in ['a', 'A', 'q'] {
-            out.push(Filter::default().tag(letter, coords.iter().cloned()));
-        }
+    let l2 = layers::l2_filters(&set.repos, chunk);
+    if !l2.unfilterable.is_empty() {
+        tracing::warn!(count = l2.unfilterable.len(), "repository coordinates too long to filter on");
     }
-    if !roots.is_empty() {
-        for letter in ['e', 'E', 'q'] {
-            out.push(Filter::default().tag(letter, roots.iter().cloned()));
-        }
-    }
+    out.extend(l2.filters);
+    out.extend(layers::l3_filters(&set.root_events, chunk));
     out
-}
-
-/// Packs filters into as few REQs as the remote accepts.
-pub(crate) fn pack(filters: Vec<Filter>, payload_limit: usize) -> Vec<Vec<Filter>> {
-    let budget = payload_limit.saturating_sub(128);
-    let mut groups: Vec<Vec<Filter>> = Vec::new();
-    let mut size = 0;
-    for f in filters {
-        let len = f.json_len() + 1;
-        match groups.last_mut() {
-            Some(g) if g.len() < MAX_FILTERS_PER_REQ && size + len <= budget => {
-                g.push(f);
-                size += len;
-            }
-            _ => {
-                groups.push(vec![f]);
-                size = len;
-            }
-        }
-    }
-    groups
 }
 
 pub(crate) struct Session<'a> {
@@ -235,10 +212,9 @@ impl<'a> Session<'a> {
     fn plan(&mut self, target: &RelayTarget, since: Option<u64>) {
         self.report(|r| {
             r.repos = target.repos.len();
-            r.root_events = target.roots.len();
+            r.root_events = target.root_events.len();
         });
-        let new: Vec<Item> = target
-            .items()
+        let new: Vec<Item> = target_items(target)
             .into_iter()
             .filter(|i| !self.pending.contains(i) && !self.mem.confirmed.contains(i))
             .collect();
@@ -266,16 +242,17 @@ impl<'a> Session<'a> {
     }
 
     fn start_batch(&mut self, items: Vec<Item>, since: Option<u64>, live: bool) {
-        let filters = item_filters(&items);
+        let filters = item_filters(&items, self.ctx.settings.filter_chunk);
         if live {
-            let live_filters = filters.iter().map(|f| f.clone().limit(0)).collect();
+            let live_filters = layers::live(&filters);
             self.queue.push_back(Job { batch: None, kind: JobKind::Live(live_filters) });
         }
         let id = self.next_id();
         let neg = self.use_negentropy();
         for mut f in filters.iter().cloned() {
             f.since = since;
-            let kind = if neg { JobKind::Neg(f) } else { JobKind::Page(Pager::new(f, self.ctx.settings.page_limit)) };
+            let kind =
+                if neg { JobKind::Neg(f) } else { JobKind::Page(Paginator::new(f, self.ctx.settings.page_limit)) };
             self.queue.push_back(Job { batch: Some(id), kind });
         }
         self.pending.extend(items.iter().cloned());
@@ -333,7 +310,7 @@ impl<'a> Session<'a> {
         match job.kind {
             JobKind::Live(filters) => {
                 let live = self.live_count();
-                if live > 0 && live + 1 >= self.mem.budget {
+                if live > 0 && layers::needs_consolidation(live, 1, self.mem.budget) {
                     return self.consolidate(filters).await;
                 }
                 self.open_live(filters).await
@@ -343,7 +320,7 @@ impl<'a> Session<'a> {
                     Ok(items) => items,
                     Err(e) => {
                         tracing::warn!(relay = %self.ctx.url, "{e}; paginating instead");
-                        let pager = Pager::new(filter, self.ctx.settings.page_limit);
+                        let pager = Paginator::new(filter, self.ctx.settings.page_limit);
                         return self.open_page(job.batch, pager).await;
                     }
                 };
@@ -351,7 +328,7 @@ impl<'a> Session<'a> {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(relay = %self.ctx.url, "{e}; paginating instead");
-                        let pager = Pager::new(filter, self.ctx.settings.page_limit);
+                        let pager = Paginator::new(filter, self.ctx.settings.page_limit);
                         return self.open_page(job.batch, pager).await;
                     }
                 };
@@ -387,9 +364,19 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    async fn open_page(&mut self, batch: Option<u64>, pager: Pager) -> Step {
+    /// Starts (or restarts) the current page of a walk.
+    async fn open_page(&mut self, batch: Option<u64>, mut pager: Paginator) -> Step {
+        match pager.start_page() {
+            Some(filter) => self.send_page(batch, pager, filter).await,
+            None => {
+                self.job_done(batch, true);
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_page(&mut self, batch: Option<u64>, pager: Paginator, filter: Filter) -> Step {
         let sub = self.sub_id("page");
-        let filter = pager.filter();
         if self.send(ClientMsg::Req { sub: sub.clone(), filters: vec![filter.clone()] }).await? {
             self.subs.insert(sub, Sub::Page { batch, pager, filter });
         } else {
@@ -418,7 +405,10 @@ impl<'a> Session<'a> {
             }
         }
         self.queue = rest;
-        for group in pack(all.into_iter().collect(), self.ctx.settings.payload_limit) {
+        let limits = ReqLimits { max_frame_bytes: self.ctx.settings.payload_limit.min(60_000), ..ReqLimits::default() };
+        let all: Vec<Filter> = all.into_iter().collect();
+        let groups = layers::pack(&all, &limits).unwrap_or_else(|_| all.iter().map(|f| vec![f.clone()]).collect());
+        for group in groups {
             self.open_live(group).await?;
         }
         self.report(|r| r.consolidations += 1);
@@ -474,7 +464,7 @@ impl<'a> Session<'a> {
         self.cooldown_until = Some(Instant::now() + self.ctx.settings.rate_limit_cooldown);
         self.report(|r| {
             r.rate_limited += 1;
-            r.health = Health::Cooldown;
+            r.health = Some(HealthStatus::RateLimited);
             r.last_error = Some(why.to_string());
         });
     }
@@ -484,10 +474,7 @@ impl<'a> Session<'a> {
         let job = match sub {
             Sub::Live(fs) => Job { batch: None, kind: JobKind::Live(fs) },
             Sub::Neg { batch, filter, .. } => Job { batch, kind: JobKind::Neg(filter) },
-            Sub::Page { batch, mut pager, .. } => {
-                pager.retry_page();
-                Job { batch, kind: JobKind::Page(pager) }
-            }
+            Sub::Page { batch, pager, .. } => Job { batch, kind: JobKind::Page(pager) },
             Sub::Ids { batch, chunk } => Job { batch, kind: JobKind::Ids(chunk) },
         };
         self.queue.push_front(job);
@@ -503,14 +490,14 @@ impl<'a> Session<'a> {
         for sub in neg {
             if let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) {
                 self.send(ClientMsg::NegClose(sub)).await?;
-                let pager = Pager::new(filter, self.ctx.settings.page_limit);
+                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
                 self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
             }
         }
         let limit = self.ctx.settings.page_limit;
         for job in self.queue.iter_mut() {
             if let JobKind::Neg(f) = &job.kind {
-                job.kind = JobKind::Page(Pager::new(f.clone(), limit));
+                job.kind = JobKind::Page(Paginator::new(f.clone(), limit));
             }
         }
         Ok(())
@@ -530,13 +517,13 @@ impl<'a> Session<'a> {
             self.cooldown_until = None;
         }
         let health = if self.in_cooldown() {
-            Health::Cooldown
+            HealthStatus::RateLimited
         } else if self.degraded_until.is_some_and(|t| now < t) {
-            Health::Degraded
+            HealthStatus::Degraded
         } else {
-            Health::Healthy
+            HealthStatus::Healthy
         };
-        self.report(|r| r.health = health);
+        self.report(|r| r.health = Some(health));
         let silent = self.subs.values().any(|s| matches!(s, Sub::Neg { deadline: Some(d), .. } if now >= *d));
         if silent {
             self.negentropy_unsupported("no answer to NEG-OPEN").await?;
@@ -567,7 +554,7 @@ impl<'a> Session<'a> {
         };
         let wanted = match self.subs.get_mut(&sub) {
             Some(Sub::Live(fs)) => fs.iter().any(|f| f.matches(&note)),
-            Some(Sub::Page { pager, filter, .. }) => filter.matches(&note) && pager.on_event(&note),
+            Some(Sub::Page { pager, filter, .. }) => filter.matches(&note) && pager.on_event(&note.id, note.created_at),
             Some(Sub::Ids { chunk, .. }) => chunk.on_event(&id),
             Some(Sub::Neg { .. }) | None => false,
         };
@@ -584,8 +571,13 @@ impl<'a> Session<'a> {
             Some(Sub::Page { batch, mut pager, .. }) => {
                 self.send(ClientMsg::Close(sub)).await?;
                 match pager.on_eose() {
-                    PageStep::Next(_) => self.open_page(batch, pager).await?,
-                    PageStep::Done => self.job_done(batch, true),
+                    PageEnd::Next(f) => self.send_page(batch, pager, f).await?,
+                    PageEnd::Done(report) => {
+                        if !report.is_complete() {
+                            tracing::warn!(relay = %self.ctx.url, seconds = ?report.truncated_seconds, "pagination may have missed events");
+                        }
+                        self.job_done(batch, true);
+                    }
                 }
             }
             Some(Sub::Ids { batch, chunk }) => {
@@ -609,10 +601,11 @@ impl<'a> Session<'a> {
 
     async fn on_closed(&mut self, sub: String, reason: String) -> Step {
         let Some(s) = self.subs.remove(&sub) else { return Ok(()) };
-        if classify::is_rate_limit(&reason) {
+        let signal = classify(Source::Closed, &reason);
+        if signal == Signal::RateLimited {
             self.enter_cooldown(&reason);
             self.requeue(s);
-        } else if classify::is_too_many_reqs(&reason) {
+        } else if signal == Signal::SubscriptionOverflow {
             self.requeue(s);
             self.overflow().await?;
         } else if let Sub::Neg { batch, filter, .. } = s {
@@ -630,12 +623,13 @@ impl<'a> Session<'a> {
     }
 
     async fn on_notice(&mut self, text: String) -> Step {
-        if classify::is_too_many_reqs(&text) {
+        let signal = classify(Source::Notice, &text);
+        if signal == Signal::SubscriptionOverflow {
             self.overflow().await
-        } else if classify::is_rate_limit(&text) {
+        } else if signal == Signal::RateLimited {
             self.enter_cooldown(&text);
             Ok(())
-        } else if classify::is_neg_unsupported(&text) && self.subs.values().any(|s| matches!(s, Sub::Neg { .. })) {
+        } else if signal == Signal::NegentropyUnsupported && self.subs.values().any(|s| matches!(s, Sub::Neg { .. })) {
             self.negentropy_unsupported(&text).await
         } else {
             tracing::info!(relay = %self.ctx.url, "NOTICE: {text}");
@@ -676,7 +670,7 @@ impl<'a> Session<'a> {
             Err(e) => {
                 tracing::warn!(relay = %self.ctx.url, "{e}; paginating this filter");
                 self.send(ClientMsg::NegClose(sub)).await?;
-                let pager = Pager::new(filter, self.ctx.settings.page_limit);
+                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
                 self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
             }
         }
@@ -685,11 +679,12 @@ impl<'a> Session<'a> {
 
     async fn on_neg_err(&mut self, sub: String, reason: String) -> Step {
         let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) else { return Ok(()) };
-        if classify::is_too_many_results(&reason) {
-            let pager = Pager::new(filter, self.ctx.settings.page_limit);
+        let signal = classify(Source::NegErr, &reason);
+        if signal == Signal::TooManyResults {
+            let pager = Paginator::new(filter, self.ctx.settings.page_limit);
             self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
             Ok(())
-        } else if classify::is_rate_limit(&reason) {
+        } else if signal == Signal::RateLimited {
             self.enter_cooldown(&reason);
             self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
             Ok(())

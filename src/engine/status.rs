@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use crate::engine::relays::RelayStatus;
 use crate::policy::RelayUrl;
+pub use crate::remote::health::HealthStatus;
 
 /// Tunables of the sync engine. Defaults follow DESIGN.md; tests shrink the durations.
 #[derive(Debug, Clone)]
@@ -57,7 +59,7 @@ impl Default for SyncSettings {
             negentropy_timeout: Duration::from_secs(10),
             max_subscriptions: 15,
             id_chunk: crate::remote::historic::DEFAULT_ID_CHUNK,
-            page_limit: crate::remote::historic::DEFAULT_PAGE_LIMIT,
+            page_limit: crate::remote::paginate::DEFAULT_PAGE_LIMIT,
             filter_chunk: 100,
             payload_limit: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
             daily: (Duration::from_secs(23 * 3600), Duration::from_secs(25 * 3600)),
@@ -65,46 +67,13 @@ impl Default for SyncSettings {
     }
 }
 
-/// Where a relay is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RelayStatus {
-    #[default]
-    Disconnected,
-    Connecting,
-    /// Historic sync in progress.
-    Syncing,
-    Connected,
-    ConnectedHistoricSyncFailures,
-    /// Closed because no repository needs it any more.
-    Closed,
-}
-
-impl RelayStatus {
-    pub fn is_connected(self) -> bool {
-        matches!(self, RelayStatus::Syncing | RelayStatus::Connected | RelayStatus::ConnectedHistoricSyncFailures)
-    }
-}
-
-/// How a relay is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Health {
-    #[default]
-    Healthy,
-    /// Recovered recently after failures.
-    Degraded,
-    /// Failing; waiting for the next try.
-    Backoff,
-    /// Failing for a day; tried once a day.
-    Dead,
-    /// Told us to slow down; no new subscriptions until the cooldown ends.
-    Cooldown,
-}
-
 /// One relay's state and counters.
 #[derive(Debug, Clone, Default)]
 pub struct RelayReport {
     pub status: RelayStatus,
-    pub health: Health,
+    pub health: Option<HealthStatus>,
+    /// Closed because no repository needs it any more (status is then Disconnected).
+    pub closed_unneeded: bool,
     pub bootstrap: bool,
     pub repos: usize,
     pub root_events: usize,

@@ -1,0 +1,336 @@
+//! Which relays to sync from, and what to ask each of them for.
+//!
+//! [`derive_relay_targets`] inverts the [`RepoSyncIndex`] (repo → relays) into relay → items,
+//! applying the relay rules: never our own service, no local or private addresses unless
+//! allowed, at most `max_relays` relays (bootstrap relays always kept).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::engine::index::RepoSyncIndex;
+use crate::policy::{AddressClass, Id, RelayUrl, RepoCoord};
+
+/// A set of sync items: repositories (layer 2) and root events (layer 3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemSet {
+    pub repos: BTreeSet<RepoCoord>,
+    pub root_events: BTreeSet<Id>,
+}
+
+impl ItemSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.repos.is_empty() && self.root_events.is_empty()
+    }
+
+    /// Number of repositories plus root events.
+    pub fn len(&self) -> usize {
+        self.repos.len() + self.root_events.len()
+    }
+
+    /// Adds every item of `other`.
+    pub fn extend(&mut self, other: &ItemSet) {
+        self.repos.extend(other.repos.iter().cloned());
+        self.root_events.extend(other.root_events.iter().copied());
+    }
+
+    /// Removes every item of `other`.
+    pub fn remove_all(&mut self, other: &ItemSet) {
+        self.repos.retain(|r| !other.repos.contains(r));
+        self.root_events.retain(|r| !other.root_events.contains(r));
+    }
+
+    /// Items of `self` that are not in `other`.
+    pub fn minus(&self, other: &ItemSet) -> ItemSet {
+        ItemSet {
+            repos: self.repos.difference(&other.repos).cloned().collect(),
+            root_events: self.root_events.difference(&other.root_events).copied().collect(),
+        }
+    }
+
+    /// Items in both sets.
+    pub fn intersect(&self, other: &ItemSet) -> ItemSet {
+        ItemSet {
+            repos: self.repos.intersection(&other.repos).cloned().collect(),
+            root_events: self.root_events.intersection(&other.root_events).copied().collect(),
+        }
+    }
+
+    /// Whether every item of `other` is in `self`.
+    pub fn contains_all(&self, other: &ItemSet) -> bool {
+        other.repos.is_subset(&self.repos) && other.root_events.is_subset(&self.root_events)
+    }
+}
+
+/// The rules applied when choosing relays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRules {
+    /// Relays always targeted (full layer 1), even when no repository lists them.
+    pub bootstrap: Vec<RelayUrl>,
+    /// Accept loopback, private, link-local, multicast and reserved address literals and local
+    /// names (`localhost`, `*.local`, …). Off in production; tests on loopback turn it on.
+    pub allow_private_addresses: bool,
+    /// Most relays targeted in total, bootstrap relays included.
+    pub max_relays: usize,
+}
+
+impl Default for TargetRules {
+    fn default() -> Self {
+        TargetRules { bootstrap: Vec::new(), allow_private_addresses: false, max_relays: 1000 }
+    }
+}
+
+/// Why a relay is not a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// The relay is this service itself.
+    OwnService,
+    /// The host is not a public address (see [`RelayUrl::address_class`]).
+    NotPublic(AddressClass),
+    /// More than `max_relays` relays were wanted; this one lost the deterministic choice.
+    OverLimit,
+}
+
+impl fmt::Display for RefusedReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefusedReason::OwnService => f.write_str("this is our own service URL"),
+            RefusedReason::NotPublic(class) => {
+                write!(f, "{class:?} address refused (sync.allow_private_addresses = false)")
+            }
+            RefusedReason::OverLimit => f.write_str("over sync.max_relays"),
+        }
+    }
+}
+
+/// Relay → what we want from it, plus the relays refused and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// Every targeted relay with the items it should serve us (empty for a bootstrap relay no
+    /// repository lists). Every targeted relay also gets layer 1 (announcements).
+    pub relays: BTreeMap<RelayUrl, ItemSet>,
+    /// The targeted relays that are bootstrap relays.
+    pub bootstrap: BTreeSet<RelayUrl>,
+    /// Relays wanted but refused, with the reason (one entry per relay).
+    pub refused: BTreeMap<RelayUrl, RefusedReason>,
+    /// How many relays were dropped for [`RefusedReason::OverLimit`].
+    pub overflow: usize,
+}
+
+impl Targets {
+    /// Items targeted on `relay` (`None` when the relay is not a target).
+    pub fn get(&self, relay: &RelayUrl) -> Option<&ItemSet> {
+        self.relays.get(relay)
+    }
+
+    pub fn is_target(&self, relay: &RelayUrl) -> bool {
+        self.relays.contains_key(relay)
+    }
+
+    pub fn is_bootstrap(&self, relay: &RelayUrl) -> bool {
+        self.bootstrap.contains(relay)
+    }
+}
+
+fn refusal(url: &RelayUrl, service: &RelayUrl, rules: &TargetRules) -> Option<RefusedReason> {
+    if url.same_endpoint(service) {
+        return Some(RefusedReason::OwnService);
+    }
+    let class = url.address_class();
+    if !class.is_public() && !rules.allow_private_addresses {
+        return Some(RefusedReason::NotPublic(class));
+    }
+    None
+}
+
+/// Inverts the repo index into relay targets.
+///
+/// A relay serves a repository when the repository's announcement lists it; it then serves the
+/// repository's root events too. When more than `rules.max_relays` relays qualify, bootstrap
+/// relays are kept first, then relays serving more repositories, then more root events, then
+/// URL order; the rest are refused as [`RefusedReason::OverLimit`] and counted in `overflow`.
+pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rules: &TargetRules) -> Targets {
+    let mut wanted: BTreeMap<RelayUrl, ItemSet> = BTreeMap::new();
+    for (coord, entry) in repo_index.repos() {
+        for relay in &entry.relays {
+            let items = wanted.entry(relay.clone()).or_default();
+            items.repos.insert(coord.clone());
+            items.root_events.extend(entry.root_events.iter().copied());
+        }
+    }
+    let mut out = Targets::default();
+    let mut bootstrap = BTreeSet::new();
+    for url in &rules.bootstrap {
+        match refusal(url, service, rules) {
+            Some(reason) => {
+                out.refused.insert(url.clone(), reason);
+            }
+            None => {
+                bootstrap.insert(url.clone());
+            }
+        }
+    }
+    let mut candidates: Vec<(RelayUrl, ItemSet)> = Vec::new();
+    for (url, items) in wanted {
+        if bootstrap.contains(&url) {
+            continue;
+        }
+        match refusal(&url, service, rules) {
+            Some(reason) => {
+                out.refused.insert(url, reason);
+            }
+            None => candidates.push((url, items)),
+        }
+    }
+    // Bootstrap relays first, always; they may alone exceed the limit.
+    for url in bootstrap {
+        let items = repo_items_for(repo_index, &url);
+        out.bootstrap.insert(url.clone());
+        out.relays.insert(url, items);
+    }
+    candidates.sort_by(|(ua, a), (ub, b)| {
+        b.repos.len().cmp(&a.repos.len()).then(b.root_events.len().cmp(&a.root_events.len())).then(ua.cmp(ub))
+    });
+    let room = rules.max_relays.saturating_sub(out.relays.len());
+    for (i, (url, items)) in candidates.into_iter().enumerate() {
+        if i < room {
+            out.relays.insert(url, items);
+        } else {
+            out.overflow += 1;
+            out.refused.insert(url, RefusedReason::OverLimit);
+        }
+    }
+    out
+}
+
+fn repo_items_for(repo_index: &RepoSyncIndex, relay: &RelayUrl) -> ItemSet {
+    let mut items = ItemSet::new();
+    for (coord, entry) in repo_index.repos() {
+        if entry.relays.contains(relay) {
+            items.repos.insert(coord.clone());
+            items.root_events.extend(entry.root_events.iter().copied());
+        }
+    }
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn url(s: &str) -> RelayUrl {
+        RelayUrl::parse(s).unwrap()
+    }
+
+    fn coord(n: u8) -> RepoCoord {
+        RepoCoord { pubkey: [n; 32], d: format!("repo{n}") }
+    }
+
+    fn index(entries: &[(u8, &[&str], &[u8])]) -> RepoSyncIndex {
+        let mut idx = RepoSyncIndex::new();
+        for (n, relays, roots) in entries {
+            idx.upsert_repo(coord(*n), relays.iter().map(|r| url(r)).collect());
+            for r in *roots {
+                idx.add_root(&coord(*n), [*r; 32]);
+            }
+        }
+        idx
+    }
+
+    fn rules(max: usize, private: bool, bootstrap: &[&str]) -> TargetRules {
+        TargetRules {
+            bootstrap: bootstrap.iter().map(|b| url(b)).collect(),
+            allow_private_addresses: private,
+            max_relays: max,
+        }
+    }
+
+    #[test]
+    fn relays_get_their_repos_and_those_repos_roots() {
+        let idx = index(&[(1, &["wss://a.example", "wss://b.example"], &[10, 11]), (2, &["wss://b.example"], &[20])]);
+        let t = derive_relay_targets(&idx, &url("wss://grasp.example"), &TargetRules::default());
+        let a = t.get(&url("wss://a.example")).unwrap();
+        assert_eq!(a.repos, [coord(1)].into());
+        assert_eq!(a.root_events, [[10; 32], [11; 32]].into());
+        let b = t.get(&url("wss://b.example")).unwrap();
+        assert_eq!(b.repos.len(), 2);
+        assert_eq!(b.root_events.len(), 3);
+        assert!(t.refused.is_empty());
+    }
+
+    #[test]
+    fn own_service_is_never_a_target_even_as_ws_or_bootstrap() {
+        let idx = index(&[(1, &["ws://grasp.example", "wss://a.example"], &[])]);
+        let t = derive_relay_targets(&idx, &url("wss://grasp.example"), &rules(10, false, &["wss://grasp.example/"]));
+        assert_eq!(t.relays.keys().cloned().collect::<Vec<_>>(), vec![url("wss://a.example")]);
+        assert_eq!(t.refused.get(&url("ws://grasp.example")), Some(&RefusedReason::OwnService));
+        assert_eq!(t.refused.get(&url("wss://grasp.example")), Some(&RefusedReason::OwnService));
+    }
+
+    #[test]
+    fn private_addresses_are_refused_unless_allowed() {
+        let relays = ["ws://127.0.0.1:7777", "ws://10.1.2.3", "ws://[fe80::1]", "ws://localhost:1", "wss://a.example"];
+        let idx = index(&[(1, &relays, &[])]);
+        let service = url("wss://grasp.example");
+        let t = derive_relay_targets(&idx, &service, &rules(10, false, &[]));
+        assert_eq!(t.relays.len(), 1);
+        assert_eq!(t.refused.len(), 4);
+        assert_eq!(t.refused[&url("ws://127.0.0.1:7777")], RefusedReason::NotPublic(AddressClass::Loopback));
+        assert_eq!(t.refused[&url("ws://10.1.2.3")], RefusedReason::NotPublic(AddressClass::Private));
+        let t = derive_relay_targets(&idx, &service, &rules(10, true, &[]));
+        assert_eq!(t.relays.len(), 5);
+        assert!(t.refused.is_empty());
+    }
+
+    #[test]
+    fn relay_cap_keeps_bootstrap_then_busiest_then_url_order() {
+        let idx = index(&[
+            (1, &["wss://c.example", "wss://b.example", "wss://a.example"], &[]),
+            (2, &["wss://c.example"], &[]),
+            (3, &["wss://z.example"], &[1, 2]),
+        ]);
+        let t = derive_relay_targets(&idx, &url("wss://grasp.example"), &rules(3, false, &["wss://boot.example"]));
+        let kept: Vec<String> = t.relays.keys().map(|u| u.to_string()).collect();
+        // c serves two repositories; z one with root events; a and b lose (one repo, no roots).
+        assert_eq!(kept, ["wss://boot.example", "wss://c.example", "wss://z.example"]);
+        assert_eq!(t.overflow, 2);
+        assert_eq!(t.refused[&url("wss://a.example")], RefusedReason::OverLimit);
+        assert!(t.is_bootstrap(&url("wss://boot.example")));
+        assert!(t.relays[&url("wss://boot.example")].is_empty());
+    }
+
+    #[test]
+    fn bootstrap_relay_listed_by_a_repo_keeps_its_items() {
+        let idx = index(&[(1, &["wss://boot.example"], &[5])]);
+        let t = derive_relay_targets(&idx, &url("wss://grasp.example"), &rules(1, false, &["wss://boot.example"]));
+        assert_eq!(t.relays[&url("wss://boot.example")].root_events.len(), 1);
+        assert_eq!(t.overflow, 0);
+    }
+
+    proptest! {
+        #[test]
+        fn cap_is_respected_and_every_wanted_relay_is_kept_or_refused(
+            map in proptest::collection::vec((0u8..20, proptest::collection::btree_set(0u8..30, 0..5)), 0..20),
+            max in 1usize..12,
+        ) {
+            let mut idx = RepoSyncIndex::new();
+            for (n, relays) in &map {
+                idx.upsert_repo(coord(*n), relays.iter().map(|r| url(&format!("wss://r{r}.example"))).collect());
+            }
+            let t = derive_relay_targets(&idx, &url("wss://r0.example"), &rules(max, false, &[]));
+            prop_assert!(t.relays.len() <= max);
+            prop_assert!(!t.relays.contains_key(&url("wss://r0.example")));
+            let wanted: BTreeSet<RelayUrl> = idx.repos().flat_map(|(_, e)| e.relays.iter().cloned()).collect();
+            for w in &wanted {
+                prop_assert!(t.relays.contains_key(w) ^ t.refused.contains_key(w));
+            }
+            prop_assert_eq!(t.overflow, t.refused.values().filter(|r| **r == RefusedReason::OverLimit).count());
+            // Deterministic: the same input gives the same answer.
+            prop_assert_eq!(&t, &derive_relay_targets(&idx, &url("wss://r0.example"), &rules(max, false, &[])));
+        }
+    }
+}
