@@ -4,11 +4,22 @@
 //! to a sink, so it runs against in-memory stores in tests.
 
 pub mod build;
+pub mod coordinator;
 pub mod index;
+pub mod layers;
 pub mod rejected;
+pub mod relay_task;
 pub mod relays;
+pub mod session;
+pub mod status;
+pub mod store;
 pub mod targets;
 
+pub use coordinator::{spawn_engine, EngineConfig, SyncEngine};
 pub use index::{RepoEntry, RepoSyncIndex};
+pub use layers::{Layer, LivePlan, ReqLimits};
+pub use relay_task::{Item, RelayTarget};
 pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
+pub use status::{RelayReport, SyncSettings, SyncStatus};
+pub use store::{Fetched, LocalStore, MemoryStore};
 pub use targets::{derive_relay_targets, ItemSet, RefusedReason, TargetRules, Targets};

@@ -1,0 +1,148 @@
+//! The engine's top: follows the repo index, turns it into per-relay targets (URL safety, our own
+//! URL excluded, `max_relays`), and runs one task per relay, telling each its target over a
+//! watch channel. Dropping the index sender shuts everything down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::engine::relay_task::{run_relay, Ctx, RelayTarget};
+use crate::engine::status::{SyncSettings, SyncStatus};
+use crate::engine::store::{Fetched, LocalStore};
+use crate::engine::targets::{derive_relay_targets, TargetRules};
+use crate::engine::RepoSyncIndex;
+use crate::policy::RelayUrl;
+use crate::remote::Dialer;
+
+/// What the engine needs besides its inputs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This relay's own URL: never dialled.
+    pub service_url: RelayUrl,
+    /// Always connected, with full L1.
+    pub bootstrap: Vec<RelayUrl>,
+    pub allow_private: bool,
+    pub max_relays: usize,
+    pub settings: SyncSettings,
+}
+
+impl EngineConfig {
+    pub fn from_config(cfg: &Config) -> Self {
+        let s = &cfg.sync;
+        let base = std::time::Duration::from_secs(s.base_backoff_secs);
+        EngineConfig {
+            service_url: cfg.service_url.clone(),
+            bootstrap: s.bootstrap_relays.clone(),
+            allow_private: s.allow_private_addresses,
+            max_relays: s.max_relays,
+            settings: SyncSettings {
+                negentropy: s.negentropy,
+                base_backoff: base,
+                connect_timeout: base,
+                max_backoff: std::time::Duration::from_secs(s.max_backoff_secs),
+                quick_reconnect: std::time::Duration::from_secs(s.quick_reconnect_secs),
+                max_subscriptions: s.max_subscriptions_per_relay,
+                ..SyncSettings::default()
+            },
+        }
+    }
+}
+
+impl EngineConfig {
+    fn rules(&self) -> TargetRules {
+        TargetRules {
+            bootstrap: self.bootstrap.clone(),
+            allow_private_addresses: self.allow_private,
+            max_relays: self.max_relays,
+        }
+    }
+}
+
+/// A running engine.
+pub struct SyncEngine {
+    pub status: SyncStatus,
+    pub task: JoinHandle<()>,
+}
+
+struct Running {
+    target: watch::Sender<RelayTarget>,
+    task: JoinHandle<()>,
+}
+
+/// Starts the engine. It follows `index` until its sender is dropped.
+pub fn spawn_engine(
+    cfg: EngineConfig,
+    index: watch::Receiver<RepoSyncIndex>,
+    dialer: Arc<dyn Dialer>,
+    store: Arc<dyn LocalStore>,
+    sink: mpsc::Sender<Fetched>,
+) -> SyncEngine {
+    crate::remote::dial::install_crypto_provider();
+    let status = SyncStatus::new();
+    let task = tokio::spawn(coordinate(cfg, index, dialer, store, sink, status.clone()));
+    SyncEngine { status, task }
+}
+
+async fn coordinate(
+    cfg: EngineConfig,
+    mut index: watch::Receiver<RepoSyncIndex>,
+    dialer: Arc<dyn Dialer>,
+    store: Arc<dyn LocalStore>,
+    sink: mpsc::Sender<Fetched>,
+    status: SyncStatus,
+) {
+    let mut running: HashMap<RelayUrl, Running> = HashMap::new();
+    loop {
+        let targets = derive_relay_targets(&index.borrow_and_update(), &cfg.service_url, &cfg.rules());
+        for (url, reason) in &targets.refused {
+            status.refuse(url.as_str(), &reason.to_string());
+        }
+        for (url, target) in &targets.relays {
+            match running.get(url) {
+                Some(r) if !r.task.is_finished() => {
+                    r.target.send_if_modified(|cur| {
+                        let changed = cur != target;
+                        *cur = target.clone();
+                        changed
+                    });
+                }
+                _ => {
+                    let (tx, rx) = watch::channel(target.clone());
+                    let ctx = Ctx {
+                        url: url.clone(),
+                        bootstrap: targets.is_bootstrap(url),
+                        settings: cfg.settings.clone(),
+                        store: store.clone(),
+                        sink: sink.clone(),
+                        status: status.clone(),
+                        dialer: dialer.clone(),
+                    };
+                    tracing::info!(relay = %url, "starting relay task");
+                    running.insert(url.clone(), Running { target: tx, task: tokio::spawn(run_relay(ctx, rx)) });
+                }
+            }
+        }
+        running.retain(|url, r| {
+            if targets.relays.contains_key(url) {
+                return true;
+            }
+            // No longer a target: the task closes the connection once it is idle.
+            r.target.send_if_modified(|cur| {
+                let changed = !cur.is_empty();
+                *cur = RelayTarget::default();
+                changed
+            });
+            !r.task.is_finished()
+        });
+        if index.changed().await.is_err() {
+            break;
+        }
+    }
+    for (_, r) in running.drain() {
+        drop(r.target);
+        let _ = r.task.await;
+    }
+}

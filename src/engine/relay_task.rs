@@ -1,0 +1,227 @@
+//! The task that owns one remote relay: connect with a timeout, run a session (fresh start or
+//! quick reconnect), and on failure back off (capped), go Dead after a day, retry daily.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::session::{Session, SessionEnd};
+use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
+use crate::engine::store::{Fetched, LocalStore};
+use crate::engine::targets::ItemSet;
+use crate::policy::{Id, RelayUrl, RepoCoord};
+use crate::remote::{Connection, Dialer, WireCounters};
+
+/// A unit of sync work on one relay.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Item {
+    /// L1: every repository announcement.
+    Announcements,
+    /// L2: events tagging a repository.
+    Repo(RepoCoord),
+    /// L3: events tagging a root event.
+    Root(Id),
+}
+
+/// What one relay should give us: the repos and root events whose announcements list it.
+pub type RelayTarget = ItemSet;
+
+/// Every item of a target, announcements (L1) included.
+pub fn target_items(t: &RelayTarget) -> BTreeSet<Item> {
+    let mut out = BTreeSet::from([Item::Announcements]);
+    out.extend(t.repos.iter().cloned().map(Item::Repo));
+    out.extend(t.root_events.iter().copied().map(Item::Root));
+    out
+}
+
+/// What a relay's task remembers across connections.
+#[derive(Debug, Clone)]
+pub struct RelayMemory {
+    /// Items whose historic sync completed on this relay.
+    pub confirmed: BTreeSet<Item>,
+    pub disconnected_at: Option<SystemTime>,
+    pub neg_supported: Option<bool>,
+    /// Subscription budget (shrinks when the relay reports overflow).
+    pub budget: usize,
+    pub historic_failed: bool,
+    pub next_daily: Option<Instant>,
+}
+
+impl RelayMemory {
+    pub fn new(budget: usize) -> Self {
+        RelayMemory {
+            confirmed: BTreeSet::new(),
+            disconnected_at: None,
+            neg_supported: None,
+            budget: budget.max(2),
+            historic_failed: false,
+            next_daily: None,
+        }
+    }
+}
+
+/// Everything a relay task needs, shared with nobody mutable.
+pub struct Ctx {
+    pub url: RelayUrl,
+    pub bootstrap: bool,
+    pub settings: SyncSettings,
+    pub store: Arc<dyn LocalStore>,
+    pub sink: mpsc::Sender<Fetched>,
+    pub status: SyncStatus,
+    pub dialer: Arc<dyn Dialer>,
+}
+
+/// Backoff after `failures` consecutive failed connects: `base · 2^(failures−1)`, capped.
+pub fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    settings.base_backoff.saturating_mul(1u32 << exp).min(settings.max_backoff)
+}
+
+fn daily_delay(settings: &SyncSettings) -> Duration {
+    let (lo, hi) = settings.daily;
+    if hi <= lo {
+        return lo;
+    }
+    lo + Duration::from_millis(rand::random_range(0..(hi - lo).as_millis() as u64))
+}
+
+/// Waits `delay` unless the engine shuts down (target sender dropped): returns `false` then.
+async fn wait(delay: Duration, target: &mut watch::Receiver<RelayTarget>) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            changed = target.changed() => if changed.is_err() { return false },
+        }
+    }
+}
+
+/// Runs one relay until it is no longer needed or the engine shuts down.
+pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
+    let s = &ctx.settings;
+    let mut mem = RelayMemory::new(s.max_subscriptions);
+    let counters = Arc::new(WireCounters::default());
+    let mut failures: u32 = 0;
+    let mut failing_since: Option<Instant> = None;
+    let mut force_fresh = false;
+    ctx.status.update(&ctx.url, |r| r.bootstrap = ctx.bootstrap);
+    loop {
+        if target.borrow().is_empty() && !ctx.bootstrap {
+            ctx.status.update(&ctx.url, |r| {
+                r.status = RelayStatus::Disconnected;
+                r.closed_unneeded = true;
+            });
+            return;
+        }
+        ctx.status.update(&ctx.url, |r| {
+            r.status = RelayStatus::Connecting;
+            r.dial_attempts += 1;
+        });
+        let dialled = match tokio::time::timeout(s.connect_timeout, ctx.dialer.dial(&ctx.url)).await {
+            Ok(Ok(ws)) => Ok(ws),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("connecting to {} timed out", ctx.url)),
+        };
+        let ws = match dialled {
+            Ok(ws) => ws,
+            Err(e) => {
+                failures += 1;
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                let dead = since.elapsed() >= s.dead_after;
+                let delay = if dead { s.dead_retry } else { backoff(s, failures) };
+                tracing::info!(relay = %ctx.url, failures, ?delay, "connect failed: {e}");
+                ctx.status.update(&ctx.url, |r| {
+                    r.status = RelayStatus::Disconnected;
+                    r.health = Some(if dead { HealthStatus::Dead } else { HealthStatus::Failing });
+                    r.last_error = Some(e);
+                });
+                if !wait(delay, &mut target).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let degraded_until = (failures > 0).then(|| Instant::now() + s.degraded_for);
+        failures = 0;
+        failing_since = None;
+        let fresh =
+            force_fresh || mem.disconnected_at.is_none_or(|d| d.elapsed().unwrap_or_default() > s.quick_reconnect);
+        force_fresh = false;
+        let since = mem.disconnected_at.map(|d| {
+            let secs = d.duration_since(SystemTime::UNIX_EPOCH).map(|x| x.as_secs()).unwrap_or(0);
+            secs.saturating_sub(s.catchup_margin.as_secs())
+        });
+        if fresh {
+            mem.next_daily = Some(Instant::now() + daily_delay(s));
+        }
+        ctx.status.update(&ctx.url, |r| {
+            r.connects += 1;
+            r.closed_unneeded = false;
+            r.health = Some(if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy });
+        });
+        let conn = Connection::new(ws, s.payload_limit, counters.clone());
+        let session = Session::new(&ctx, &mut mem, conn, degraded_until);
+        let end = session.run(&mut target, fresh, if fresh { None } else { since }).await;
+        mem.disconnected_at = Some(SystemTime::now());
+        ctx.status.update(&ctx.url, |r| {
+            r.bytes_in = counters.bytes_in();
+            r.bytes_out = counters.bytes_out();
+        });
+        match end {
+            SessionEnd::Lost(e) => {
+                tracing::info!(relay = %ctx.url, "connection lost: {e}");
+                ctx.status.update(&ctx.url, |r| {
+                    r.status = RelayStatus::Disconnected;
+                    r.last_error = Some(e);
+                });
+                if !wait(s.base_backoff, &mut target).await {
+                    return;
+                }
+            }
+            SessionEnd::Daily => force_fresh = true,
+            SessionEnd::Unneeded => {
+                tracing::info!(relay = %ctx.url, "no repository needs this relay; closed");
+                ctx.status.update(&ctx.url, |r| {
+                    r.status = RelayStatus::Disconnected;
+                    r.closed_unneeded = true;
+                });
+                return;
+            }
+            SessionEnd::Shutdown => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let s = SyncSettings::default();
+        assert_eq!(backoff(&s, 1), Duration::from_secs(5));
+        assert_eq!(backoff(&s, 2), Duration::from_secs(10));
+        assert_eq!(backoff(&s, 4), Duration::from_secs(40));
+        assert_eq!(backoff(&s, 20), Duration::from_secs(3600));
+        assert_eq!(backoff(&s, 1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn daily_restart_falls_between_23_and_25_hours() {
+        let s = SyncSettings::default();
+        for _ in 0..100 {
+            let d = daily_delay(&s);
+            assert!(d >= Duration::from_secs(23 * 3600) && d < Duration::from_secs(25 * 3600));
+        }
+    }
+
+    #[test]
+    fn target_items_always_include_announcements() {
+        let t = RelayTarget::default();
+        assert!(t.is_empty());
+        assert_eq!(target_items(&t).into_iter().collect::<Vec<_>>(), vec![Item::Announcements]);
+    }
+}

@@ -1,0 +1,696 @@
+//! One connected session with a relay: live subscriptions, historic jobs (negentropy or REQ
+//! pagination, then `ids` fetches), the subscription budget, rate-limit cooldowns, NIP-77
+//! fallback and consolidation. Owned by the relay's task; nothing here is shared.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::engine::layers::{self, ReqLimits};
+use crate::engine::relay_task::{target_items, Ctx, Item, RelayMemory, RelayTarget};
+use crate::engine::status::{HealthStatus, RelayStatus};
+use crate::engine::store::Fetched;
+use crate::engine::targets::ItemSet;
+use crate::policy::Note;
+use crate::remote::classify::{classify, Signal, Source};
+use crate::remote::historic::{chunk_ids, ChunkOutcome, IdChunk};
+use crate::remote::negentropy::NegSession;
+use crate::remote::paginate::{PageEnd, Paginator};
+use crate::remote::{ClientMsg, ConnError, Connection, Filter, RelayMsg};
+
+/// How often timers (negentropy silence, cooldown end, daily) are checked.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Why a session ended.
+#[derive(Debug)]
+pub(crate) enum SessionEnd {
+    Lost(String),
+    Unneeded,
+    Shutdown,
+    Daily,
+}
+
+enum JobKind {
+    Live(Vec<Filter>),
+    Neg(Filter),
+    Page(Paginator),
+    Ids(IdChunk),
+}
+
+struct Job {
+    batch: Option<u64>,
+    kind: JobKind,
+}
+
+enum Sub {
+    Live(Vec<Filter>),
+    Neg {
+        batch: Option<u64>,
+        filter: Filter,
+        session: NegSession,
+        need: Vec<crate::policy::Id>,
+        deadline: Option<Instant>,
+    },
+    Page {
+        batch: Option<u64>,
+        pager: Paginator,
+        filter: Filter,
+    },
+    Ids {
+        batch: Option<u64>,
+        chunk: IdChunk,
+    },
+}
+
+struct Batch {
+    items: Vec<Item>,
+    jobs_left: usize,
+    failed: bool,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Filters of one layer chunk (L1 announcements, L2 repo-tagged, L3 root-tagged).
+pub(crate) fn item_filters(items: &[Item], chunk: usize) -> Vec<Filter> {
+    let mut out = Vec::new();
+    let mut set = ItemSet::default();
+    for item in items {
+        match item {
+            Item::Announcements => out.extend(layers::l1_filters()),
+            Item::Repo(c) => {
+                set.repos.insert(c.clone());
+            }
+            Item::Root(id) => {
+                set.root_events.insert(*id);
+            }
+        }
+    }
+    let l2 = layers::l2_filters(&set.repos, chunk);
+    if !l2.unfilterable.is_empty() {
+        tracing::warn!(count = l2.unfilterable.len(), "repository coordinates too long to filter on");
+    }
+    out.extend(l2.filters);
+    out.extend(layers::l3_filters(&set.root_events, chunk));
+    out
+}
+
+pub(crate) struct Session<'a> {
+    ctx: &'a Ctx,
+    mem: &'a mut RelayMemory,
+    conn: Connection,
+    subs: HashMap<String, Sub>,
+    queue: VecDeque<Job>,
+    batches: HashMap<u64, Batch>,
+    pending: BTreeSet<Item>,
+    next_id: u64,
+    cooldown_until: Option<Instant>,
+    degraded_until: Option<Instant>,
+    syncing: bool,
+}
+
+type Step = Result<(), SessionEnd>;
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(
+        ctx: &'a Ctx,
+        mem: &'a mut RelayMemory,
+        conn: Connection,
+        degraded_until: Option<Instant>,
+    ) -> Self {
+        Session {
+            ctx,
+            mem,
+            conn,
+            subs: HashMap::new(),
+            queue: VecDeque::new(),
+            batches: HashMap::new(),
+            pending: BTreeSet::new(),
+            next_id: 0,
+            cooldown_until: None,
+            degraded_until,
+            syncing: false,
+        }
+    }
+
+    /// Runs until the connection is lost, the relay is no longer needed, or shutdown.
+    pub(crate) async fn run(
+        mut self,
+        target: &mut watch::Receiver<RelayTarget>,
+        fresh: bool,
+        since: Option<u64>,
+    ) -> SessionEnd {
+        let t = target.borrow_and_update().clone();
+        self.begin(fresh, since, &t);
+        let end = self.event_loop(target).await;
+        self.conn.close().await;
+        end
+    }
+
+    async fn event_loop(&mut self, target: &mut watch::Receiver<RelayTarget>) -> SessionEnd {
+        loop {
+            if let Err(end) = self.pump().await {
+                return end;
+            }
+            self.maybe_finish();
+            if self.should_close(&target.borrow()) {
+                return SessionEnd::Unneeded;
+            }
+            let step = tokio::select! {
+                msg = self.conn.recv() => match msg {
+                    None => Err(SessionEnd::Lost("connection closed by the relay".into())),
+                    Some(Err(ConnError::Malformed(e))) => {
+                        tracing::debug!(relay = %self.ctx.url, "malformed frame: {e}");
+                        Ok(())
+                    }
+                    Some(Err(e)) => Err(SessionEnd::Lost(e.to_string())),
+                    Some(Ok(m)) => self.handle(m).await,
+                },
+                changed = target.changed() => match changed {
+                    Err(_) => Err(SessionEnd::Shutdown),
+                    Ok(()) => {
+                        let t = target.borrow_and_update().clone();
+                        self.plan(&t, None);
+                        Ok(())
+                    }
+                },
+                _ = tokio::time::sleep(TICK) => self.on_tick().await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    fn report<R>(&self, f: impl FnOnce(&mut crate::engine::status::RelayReport) -> R) -> R {
+        self.ctx.status.update(&self.ctx.url, f)
+    }
+
+    fn use_negentropy(&self) -> bool {
+        self.ctx.settings.negentropy && self.mem.neg_supported != Some(false)
+    }
+
+    fn begin(&mut self, fresh: bool, since: Option<u64>, target: &RelayTarget) {
+        if fresh {
+            self.mem.confirmed.clear();
+            self.mem.historic_failed = false;
+            self.mem.neg_supported = None;
+            self.report(|r| r.fresh_starts += 1);
+            self.plan(target, None);
+        } else {
+            self.report(|r| r.quick_reconnects += 1);
+            // Confirmed items get live subscriptions and a historic catch-up for the time away.
+            let confirmed: Vec<Item> = std::mem::take(&mut self.mem.confirmed).into_iter().collect();
+            self.start_items(confirmed, since, true);
+            self.plan(target, None);
+        }
+    }
+
+    /// `target − pending − confirmed`: new items get live subscriptions and a full historic sync.
+    fn plan(&mut self, target: &RelayTarget, since: Option<u64>) {
+        self.report(|r| {
+            r.repos = target.repos.len();
+            r.root_events = target.root_events.len();
+        });
+        let new: Vec<Item> = target_items(target)
+            .into_iter()
+            .filter(|i| !self.pending.contains(i) && !self.mem.confirmed.contains(i))
+            .collect();
+        self.start_items(new, since, true);
+    }
+
+    fn start_items(&mut self, items: Vec<Item>, since: Option<u64>, live: bool) {
+        if items.is_empty() {
+            return;
+        }
+        let chunk = self.ctx.settings.filter_chunk.max(1);
+        let (mut l1, mut l2, mut l3) = (Vec::new(), Vec::new(), Vec::new());
+        for item in items {
+            match item {
+                Item::Announcements => l1.push(item),
+                Item::Repo(_) => l2.push(item),
+                Item::Root(_) => l3.push(item),
+            }
+        }
+        for layer in [l1, l2, l3] {
+            for part in layer.chunks(chunk) {
+                self.start_batch(part.to_vec(), since, live);
+            }
+        }
+    }
+
+    fn start_batch(&mut self, items: Vec<Item>, since: Option<u64>, live: bool) {
+        let filters = item_filters(&items, self.ctx.settings.filter_chunk);
+        if live {
+            let live_filters = layers::live(&filters);
+            self.queue.push_back(Job { batch: None, kind: JobKind::Live(live_filters) });
+        }
+        let id = self.next_id();
+        let neg = self.use_negentropy();
+        for mut f in filters.iter().cloned() {
+            f.since = since;
+            let kind =
+                if neg { JobKind::Neg(f) } else { JobKind::Page(Paginator::new(f, self.ctx.settings.page_limit)) };
+            self.queue.push_back(Job { batch: Some(id), kind });
+        }
+        self.pending.extend(items.iter().cloned());
+        self.batches.insert(id, Batch { items, jobs_left: filters.len(), failed: false });
+        if !self.syncing {
+            self.syncing = true;
+            self.report(|r| r.status = RelayStatus::Syncing);
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn sub_id(&mut self, prefix: &str) -> String {
+        format!("{prefix}{}", self.next_id())
+    }
+
+    fn live_count(&self) -> usize {
+        self.subs.values().filter(|s| matches!(s, Sub::Live(_))).count()
+    }
+
+    fn in_cooldown(&self) -> bool {
+        self.cooldown_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    async fn send(&mut self, msg: ClientMsg) -> Result<bool, SessionEnd> {
+        match self.conn.send(&msg).await {
+            Ok(()) => Ok(true),
+            Err(e @ ConnError::TooLarge { .. }) => {
+                tracing::warn!(relay = %self.ctx.url, "{e}");
+                self.report(|r| r.last_error = Some(e.to_string()));
+                Ok(false)
+            }
+            Err(e) => Err(SessionEnd::Lost(e.to_string())),
+        }
+    }
+
+    /// Starts queued jobs while the subscription budget and cooldown allow.
+    async fn pump(&mut self) -> Step {
+        while !self.in_cooldown() && self.subs.len() < self.mem.budget {
+            let Some(job) = self.queue.pop_front() else { break };
+            self.start(job).await?;
+        }
+        let open = self.subs.len();
+        self.report(|r| {
+            r.max_open_subscriptions = r.max_open_subscriptions.max(open);
+            r.subscription_budget = self.mem.budget;
+        });
+        Ok(())
+    }
+
+    async fn start(&mut self, job: Job) -> Step {
+        match job.kind {
+            JobKind::Live(filters) => {
+                let live = self.live_count();
+                if live > 0 && layers::needs_consolidation(live, 1, self.mem.budget) {
+                    return self.consolidate(filters).await;
+                }
+                self.open_live(filters).await
+            }
+            JobKind::Neg(filter) => {
+                let items = match self.ctx.store.negentropy_items(&filter) {
+                    Ok(items) => items,
+                    Err(e) => {
+                        tracing::warn!(relay = %self.ctx.url, "{e}; paginating instead");
+                        let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+                        return self.open_page(job.batch, pager).await;
+                    }
+                };
+                let (session, msg) = match NegSession::open(items) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(relay = %self.ctx.url, "{e}; paginating instead");
+                        let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+                        return self.open_page(job.batch, pager).await;
+                    }
+                };
+                let sub = self.sub_id("neg");
+                if self.send(ClientMsg::NegOpen { sub: sub.clone(), filter: filter.clone(), msg }).await? {
+                    let deadline = Some(Instant::now() + self.ctx.settings.negentropy_timeout);
+                    self.subs.insert(sub, Sub::Neg { batch: job.batch, filter, session, need: Vec::new(), deadline });
+                } else {
+                    self.job_done(job.batch, false);
+                }
+                Ok(())
+            }
+            JobKind::Page(pager) => self.open_page(job.batch, pager).await,
+            JobKind::Ids(chunk) => {
+                let sub = self.sub_id("ids");
+                let n = chunk.wanted.len() as u64;
+                if self.send(ClientMsg::Req { sub: sub.clone(), filters: vec![chunk.filter()] }).await? {
+                    self.report(|r| r.ids_requested += n);
+                    self.subs.insert(sub, Sub::Ids { batch: job.batch, chunk });
+                } else {
+                    self.job_done(job.batch, false);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn open_live(&mut self, filters: Vec<Filter>) -> Step {
+        let sub = self.sub_id("live");
+        if self.send(ClientMsg::Req { sub: sub.clone(), filters: filters.clone() }).await? {
+            self.subs.insert(sub, Sub::Live(filters));
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) the current page of a walk.
+    async fn open_page(&mut self, batch: Option<u64>, mut pager: Paginator) -> Step {
+        match pager.start_page() {
+            Some(filter) => self.send_page(batch, pager, filter).await,
+            None => {
+                self.job_done(batch, true);
+                Ok(())
+            }
+        }
+    }
+
+    async fn send_page(&mut self, batch: Option<u64>, pager: Paginator, filter: Filter) -> Step {
+        let sub = self.sub_id("page");
+        if self.send(ClientMsg::Req { sub: sub.clone(), filters: vec![filter.clone()] }).await? {
+            self.subs.insert(sub, Sub::Page { batch, pager, filter });
+        } else {
+            self.job_done(batch, false);
+        }
+        Ok(())
+    }
+
+    /// Closes every live subscription and reopens the whole live set in as few REQs as
+    /// possible, with a historic catch-up for the confirmed items over the gap.
+    async fn consolidate(&mut self, extra: Vec<Filter>) -> Step {
+        let mut all: BTreeSet<Filter> = extra.into_iter().collect();
+        let live: Vec<String> =
+            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Live(_))).map(|(k, _)| k.clone()).collect();
+        for sub in live {
+            if let Some(Sub::Live(fs)) = self.subs.remove(&sub) {
+                all.extend(fs);
+            }
+            self.send(ClientMsg::Close(sub)).await?;
+        }
+        let mut rest = VecDeque::new();
+        for job in self.queue.drain(..) {
+            match job.kind {
+                JobKind::Live(fs) => all.extend(fs),
+                _ => rest.push_back(job),
+            }
+        }
+        self.queue = rest;
+        let limits = ReqLimits { max_frame_bytes: self.ctx.settings.payload_limit.min(60_000), ..ReqLimits::default() };
+        let all: Vec<Filter> = all.into_iter().collect();
+        let groups = layers::pack(&all, &limits).unwrap_or_else(|_| all.iter().map(|f| vec![f.clone()]).collect());
+        for group in groups {
+            self.open_live(group).await?;
+        }
+        self.report(|r| r.consolidations += 1);
+        let since = unix_now().saturating_sub(self.ctx.settings.catchup_margin.as_secs());
+        let confirmed: Vec<Item> = std::mem::take(&mut self.mem.confirmed).into_iter().collect();
+        self.start_items(confirmed, Some(since), false);
+        Ok(())
+    }
+
+    fn job_done(&mut self, batch: Option<u64>, ok: bool) {
+        let Some(id) = batch else { return };
+        if !ok {
+            self.report(|r| r.historic_failures += 1);
+        }
+        let Some(b) = self.batches.get_mut(&id) else { return };
+        b.jobs_left = b.jobs_left.saturating_sub(1);
+        b.failed |= !ok;
+        if b.jobs_left == 0 {
+            let b = self.batches.remove(&id).expect("batch present");
+            self.mem.historic_failed |= b.failed;
+            for item in b.items {
+                self.pending.remove(&item);
+                self.mem.confirmed.insert(item);
+            }
+        }
+    }
+
+    fn maybe_finish(&mut self) {
+        if self.syncing && self.batches.is_empty() {
+            self.syncing = false;
+            let status = if self.mem.historic_failed {
+                RelayStatus::ConnectedHistoricSyncFailures
+            } else {
+                RelayStatus::Connected
+            };
+            self.report(|r| r.status = status);
+        }
+    }
+
+    fn should_close(&self, target: &RelayTarget) -> bool {
+        target.is_empty() && !self.ctx.bootstrap && !self.syncing && self.batches.is_empty() && self.queue.is_empty()
+    }
+
+    async fn deliver(&mut self, note: Note) -> Step {
+        let fetched = Fetched { relay: self.ctx.url.clone(), note };
+        self.ctx.sink.send(fetched).await.map_err(|_| SessionEnd::Shutdown)?;
+        self.report(|r| r.events_delivered += 1);
+        Ok(())
+    }
+
+    fn enter_cooldown(&mut self, why: &str) {
+        tracing::info!(relay = %self.ctx.url, "rate limited ({why}); cooling down");
+        self.cooldown_until = Some(Instant::now() + self.ctx.settings.rate_limit_cooldown);
+        self.report(|r| {
+            r.rate_limited += 1;
+            r.health = Some(HealthStatus::RateLimited);
+            r.last_error = Some(why.to_string());
+        });
+    }
+
+    /// Puts a subscription's work back in the queue (after a rate limit or overflow).
+    fn requeue(&mut self, sub: Sub) {
+        let job = match sub {
+            Sub::Live(fs) => Job { batch: None, kind: JobKind::Live(fs) },
+            Sub::Neg { batch, filter, .. } => Job { batch, kind: JobKind::Neg(filter) },
+            Sub::Page { batch, pager, .. } => Job { batch, kind: JobKind::Page(pager) },
+            Sub::Ids { batch, chunk } => Job { batch, kind: JobKind::Ids(chunk) },
+        };
+        self.queue.push_front(job);
+    }
+
+    /// The relay lacks NIP-77: every negentropy job becomes REQ pagination.
+    async fn negentropy_unsupported(&mut self, why: &str) -> Step {
+        tracing::info!(relay = %self.ctx.url, "no NIP-77 ({why}); falling back to REQ");
+        self.mem.neg_supported = Some(false);
+        self.report(|r| r.negentropy = Some(false));
+        let neg: Vec<String> =
+            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Neg { .. })).map(|(k, _)| k.clone()).collect();
+        for sub in neg {
+            if let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) {
+                self.send(ClientMsg::NegClose(sub)).await?;
+                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+            }
+        }
+        let limit = self.ctx.settings.page_limit;
+        for job in self.queue.iter_mut() {
+            if let JobKind::Neg(f) = &job.kind {
+                job.kind = JobKind::Page(Paginator::new(f.clone(), limit));
+            }
+        }
+        Ok(())
+    }
+
+    /// strfry dropped the live part of a REQ: shrink the budget and consolidate.
+    async fn overflow(&mut self) -> Step {
+        let open = self.subs.values().filter(|s| !matches!(s, Sub::Neg { .. })).count();
+        self.mem.budget = self.mem.budget.min(open.saturating_sub(1)).max(2);
+        tracing::info!(relay = %self.ctx.url, budget = self.mem.budget, "too many subscriptions; consolidating");
+        self.consolidate(Vec::new()).await
+    }
+
+    async fn on_tick(&mut self) -> Step {
+        let now = Instant::now();
+        if self.cooldown_until.is_some_and(|t| now >= t) {
+            self.cooldown_until = None;
+        }
+        let health = if self.in_cooldown() {
+            HealthStatus::RateLimited
+        } else if self.degraded_until.is_some_and(|t| now < t) {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        };
+        self.report(|r| r.health = Some(health));
+        let silent = self.subs.values().any(|s| matches!(s, Sub::Neg { deadline: Some(d), .. } if now >= *d));
+        if silent {
+            self.negentropy_unsupported("no answer to NEG-OPEN").await?;
+        }
+        if self.mem.next_daily.is_some_and(|t| now >= t) {
+            return Err(SessionEnd::Daily);
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, msg: RelayMsg) -> Step {
+        match msg {
+            RelayMsg::Event { sub, note } => self.on_event(sub, *note).await,
+            RelayMsg::Eose(sub) => self.on_eose(sub).await,
+            RelayMsg::Closed { sub, reason } => self.on_closed(sub, reason).await,
+            RelayMsg::Notice(text) => self.on_notice(text).await,
+            RelayMsg::NegMsg { sub, msg } => self.on_neg_msg(sub, msg).await,
+            RelayMsg::NegErr { sub, reason } => self.on_neg_err(sub, reason).await,
+            RelayMsg::Ok { .. } | RelayMsg::Auth(_) | RelayMsg::Other(_) => Ok(()),
+        }
+    }
+
+    async fn on_event(&mut self, sub: String, note: Note) -> Step {
+        self.report(|r| r.events_received += 1);
+        let Ok(id) = note.check() else {
+            self.report(|r| r.events_invalid += 1);
+            return Ok(());
+        };
+        let wanted = match self.subs.get_mut(&sub) {
+            Some(Sub::Live(fs)) => fs.iter().any(|f| f.matches(&note)),
+            Some(Sub::Page { pager, filter, .. }) => filter.matches(&note) && pager.on_event(&note.id, note.created_at),
+            Some(Sub::Ids { chunk, .. }) => chunk.on_event(&id),
+            Some(Sub::Neg { .. }) | None => false,
+        };
+        if wanted {
+            self.deliver(note).await
+        } else {
+            self.report(|r| r.events_unmatched += 1);
+            Ok(())
+        }
+    }
+
+    async fn on_eose(&mut self, sub: String) -> Step {
+        match self.subs.remove(&sub) {
+            Some(Sub::Page { batch, mut pager, .. }) => {
+                self.send(ClientMsg::Close(sub)).await?;
+                match pager.on_eose() {
+                    PageEnd::Next(f) => self.send_page(batch, pager, f).await?,
+                    PageEnd::Done(report) => {
+                        if !report.is_complete() {
+                            tracing::warn!(relay = %self.ctx.url, seconds = ?report.truncated_seconds, "pagination may have missed events");
+                        }
+                        self.job_done(batch, true);
+                    }
+                }
+            }
+            Some(Sub::Ids { batch, chunk }) => {
+                self.send(ClientMsg::Close(sub)).await?;
+                match chunk.finish() {
+                    ChunkOutcome::Complete => self.job_done(batch, true),
+                    ChunkOutcome::Retry(c) => self.queue.push_front(Job { batch, kind: JobKind::Ids(c) }),
+                    ChunkOutcome::Failed(n) => {
+                        tracing::warn!(relay = %self.ctx.url, "{n} ids never arrived");
+                        self.job_done(batch, false);
+                    }
+                }
+            }
+            Some(other) => {
+                self.subs.insert(sub, other);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn on_closed(&mut self, sub: String, reason: String) -> Step {
+        let Some(s) = self.subs.remove(&sub) else { return Ok(()) };
+        let signal = classify(Source::Closed, &reason);
+        if signal == Signal::RateLimited {
+            self.enter_cooldown(&reason);
+            self.requeue(s);
+        } else if signal == Signal::SubscriptionOverflow {
+            self.requeue(s);
+            self.overflow().await?;
+        } else if let Sub::Neg { batch, filter, .. } = s {
+            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
+            self.negentropy_unsupported(&reason).await?;
+        } else {
+            tracing::warn!(relay = %self.ctx.url, %sub, "subscription closed: {reason}");
+            self.report(|r| r.last_error = Some(reason.clone()));
+            match s {
+                Sub::Page { batch, .. } | Sub::Ids { batch, .. } => self.job_done(batch, false),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_notice(&mut self, text: String) -> Step {
+        let signal = classify(Source::Notice, &text);
+        if signal == Signal::SubscriptionOverflow {
+            self.overflow().await
+        } else if signal == Signal::RateLimited {
+            self.enter_cooldown(&text);
+            Ok(())
+        } else if signal == Signal::NegentropyUnsupported && self.subs.values().any(|s| matches!(s, Sub::Neg { .. })) {
+            self.negentropy_unsupported(&text).await
+        } else {
+            tracing::info!(relay = %self.ctx.url, "NOTICE: {text}");
+            self.report(|r| r.last_error = Some(text));
+            Ok(())
+        }
+    }
+
+    async fn on_neg_msg(&mut self, sub: String, msg: String) -> Step {
+        let Some(Sub::Neg { batch, filter, mut session, mut need, .. }) = self.subs.remove(&sub) else {
+            return Ok(());
+        };
+        if self.mem.neg_supported.is_none() {
+            self.mem.neg_supported = Some(true);
+            self.report(|r| r.negentropy = Some(true));
+        }
+        match session.step(&msg) {
+            Ok(step) => {
+                need.extend(step.need);
+                if let Some(next) = step.next {
+                    if self.send(ClientMsg::NegMsg { sub: sub.clone(), msg: next }).await? {
+                        self.subs.insert(sub, Sub::Neg { batch, filter, session, need, deadline: None });
+                    } else {
+                        self.job_done(batch, false);
+                    }
+                    return Ok(());
+                }
+                self.send(ClientMsg::NegClose(sub)).await?;
+                let chunks = chunk_ids(&need, self.ctx.settings.id_chunk);
+                if let Some(b) = batch.and_then(|id| self.batches.get_mut(&id)) {
+                    b.jobs_left += chunks.len();
+                }
+                for c in chunks.into_iter().rev() {
+                    self.queue.push_front(Job { batch, kind: JobKind::Ids(c) });
+                }
+                self.job_done(batch, true);
+            }
+            Err(e) => {
+                tracing::warn!(relay = %self.ctx.url, "{e}; paginating this filter");
+                self.send(ClientMsg::NegClose(sub)).await?;
+                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_neg_err(&mut self, sub: String, reason: String) -> Step {
+        let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) else { return Ok(()) };
+        let signal = classify(Source::NegErr, &reason);
+        if signal == Signal::TooManyResults {
+            let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+            self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+            Ok(())
+        } else if signal == Signal::RateLimited {
+            self.enter_cooldown(&reason);
+            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
+            Ok(())
+        } else {
+            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
+            self.negentropy_unsupported(&reason).await
+        }
+    }
+}

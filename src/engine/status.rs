@@ -1,0 +1,152 @@
+//! Engine settings and the per-relay report the engine publishes (read by `/status`, tests and
+//! benchmarks). Reports live behind a std mutex that is never held across an `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use crate::engine::relays::RelayStatus;
+use crate::policy::RelayUrl;
+pub use crate::remote::health::HealthStatus;
+
+/// Tunables of the sync engine. Defaults follow DESIGN.md; tests shrink the durations.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Try NIP-77 first (re-probed on every fresh start).
+    pub negentropy: bool,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Connect timeout (defaults to the base backoff).
+    pub connect_timeout: Duration,
+    /// A relay failing this long is Dead and retried once per `dead_retry`.
+    pub dead_after: Duration,
+    pub dead_retry: Duration,
+    /// A recovered relay counts as Degraded this long.
+    pub degraded_for: Duration,
+    /// Reconnects within this time resume (`since = disconnected_at − catchup_margin`).
+    pub quick_reconnect: Duration,
+    pub catchup_margin: Duration,
+    pub rate_limit_cooldown: Duration,
+    /// No answer to NEG-OPEN within this time: the relay lacks NIP-77.
+    pub negentropy_timeout: Duration,
+    /// Concurrent subscriptions per relay (REQ and NEG).
+    pub max_subscriptions: usize,
+    /// Ids per `ids` REQ after negentropy.
+    pub id_chunk: usize,
+    /// `limit` of REQ pagination pages.
+    pub page_limit: u64,
+    /// Values per tag filter in L2/L3.
+    pub filter_chunk: usize,
+    /// Largest client frame the remote accepts.
+    pub payload_limit: usize,
+    /// Daily fresh start, drawn uniformly from this range per relay.
+    pub daily: (Duration, Duration),
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            negentropy: true,
+            base_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(3600),
+            connect_timeout: Duration::from_secs(5),
+            dead_after: Duration::from_secs(24 * 3600),
+            dead_retry: Duration::from_secs(24 * 3600),
+            degraded_for: Duration::from_secs(300),
+            quick_reconnect: Duration::from_secs(900),
+            catchup_margin: Duration::from_secs(120),
+            rate_limit_cooldown: Duration::from_secs(65),
+            negentropy_timeout: Duration::from_secs(10),
+            max_subscriptions: 15,
+            id_chunk: crate::remote::historic::DEFAULT_ID_CHUNK,
+            page_limit: crate::remote::paginate::DEFAULT_PAGE_LIMIT,
+            filter_chunk: 100,
+            payload_limit: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
+            daily: (Duration::from_secs(23 * 3600), Duration::from_secs(25 * 3600)),
+        }
+    }
+}
+
+/// One relay's state and counters.
+#[derive(Debug, Clone, Default)]
+pub struct RelayReport {
+    pub status: RelayStatus,
+    pub health: Option<HealthStatus>,
+    /// Closed because no repository needs it any more (status is then Disconnected).
+    pub closed_unneeded: bool,
+    pub bootstrap: bool,
+    pub repos: usize,
+    pub root_events: usize,
+    /// `None` until probed.
+    pub negentropy: Option<bool>,
+    pub dial_attempts: u64,
+    pub connects: u64,
+    pub fresh_starts: u64,
+    pub quick_reconnects: u64,
+    /// Events that arrived on the wire in any subscription.
+    pub events_received: u64,
+    /// Events passed on to the sink.
+    pub events_delivered: u64,
+    /// Events dropped: bad id, or matching no filter of their subscription.
+    pub events_invalid: u64,
+    pub events_unmatched: u64,
+    /// Ids asked for after negentropy reconciliation.
+    pub ids_requested: u64,
+    pub historic_failures: u64,
+    pub rate_limited: u64,
+    pub consolidations: u64,
+    /// Most subscriptions open at once.
+    pub max_open_subscriptions: usize,
+    pub subscription_budget: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub last_error: Option<String>,
+}
+
+/// A URL the engine refused to dial, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub url: String,
+    pub reason: String,
+}
+
+/// Shared view of every relay's report and of refused URLs.
+#[derive(Debug, Clone, Default)]
+pub struct SyncStatus {
+    inner: Arc<Mutex<StatusInner>>,
+}
+
+#[derive(Debug, Default)]
+struct StatusInner {
+    relays: BTreeMap<RelayUrl, RelayReport>,
+    refused: BTreeMap<String, String>,
+}
+
+impl SyncStatus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Updates one relay's report (the lock is released before returning).
+    pub fn update<R>(&self, url: &RelayUrl, f: impl FnOnce(&mut RelayReport) -> R) -> R {
+        let mut inner = self.inner.lock().expect("status lock");
+        f(inner.relays.entry(url.clone()).or_default())
+    }
+
+    pub fn relay(&self, url: &RelayUrl) -> Option<RelayReport> {
+        self.inner.lock().expect("status lock").relays.get(url).cloned()
+    }
+
+    pub fn relays(&self) -> BTreeMap<RelayUrl, RelayReport> {
+        self.inner.lock().expect("status lock").relays.clone()
+    }
+
+    pub fn refuse(&self, url: &str, reason: &str) {
+        self.inner.lock().expect("status lock").refused.insert(url.to_string(), reason.to_string());
+    }
+
+    pub fn refused(&self) -> Vec<Refused> {
+        let inner = self.inner.lock().expect("status lock");
+        inner.refused.iter().map(|(u, r)| Refused { url: u.clone(), reason: r.clone() }).collect()
+    }
+}

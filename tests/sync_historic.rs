@@ -1,0 +1,94 @@
+//! Historic sync against in-process relays: negentropy transfers only the difference; REQ
+//! pagination is the fallback when NIP-77 is refused, errors or is ignored.
+
+mod sync_support;
+
+use std::sync::Arc;
+
+use grasp_sync::engine::{MemoryStore, RelayStatus};
+use sync_support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negentropy_fetches_only_what_the_local_store_lacks() {
+    let relay = TestRelay::start(None).await;
+    let c = coord("alpha");
+    let ann = announcement("alpha", &[&relay.url]);
+    let events = repo_events(&c, 1_000, 7);
+    relay.insert_all(&events).await;
+    relay.insert_all(std::slice::from_ref(&ann)).await;
+
+    let store = Arc::new(MemoryStore::new());
+    store.insert(ann);
+    for e in events.iter().take(900) {
+        store.insert(e.clone());
+    }
+    let h =
+        Harness::start(engine_config("wss://grasp.example.com", fast_settings()), index_with(&c, &[&relay.url]), store);
+    eventually(20, "every event held", || h.holds(&events)).await;
+    eventually(10, "relay connected", || h.report(&relay.url).status == RelayStatus::Connected).await;
+    let r = h.report(&relay.url);
+    assert_eq!(r.negentropy, Some(true));
+    assert_eq!(r.ids_requested, 100, "only the missing 10% is requested");
+    assert_eq!(r.events_delivered, 100);
+    assert_eq!(r.events_invalid + r.events_unmatched, 0);
+    assert!(h.duplicates().is_empty());
+}
+
+async fn falls_back_to_req(mode: NegMode) {
+    let relay = TestRelay::start(None).await;
+    let proxy = Proxy::start(&relay.url).await;
+    proxy.set_neg(mode.clone());
+    let c = coord("beta");
+    let events = repo_events(&c, 300, 3);
+    relay.insert_all(&events).await;
+    let h = Harness::start(
+        engine_config("wss://grasp.example.com", fast_settings()),
+        index_with(&c, &[&proxy.url]),
+        Arc::new(MemoryStore::new()),
+    );
+    eventually(20, &format!("every event held with {mode:?}"), || h.holds(&events)).await;
+    eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
+    let r = h.report(&proxy.url);
+    assert_eq!(r.negentropy, Some(false), "{mode:?}");
+    assert_eq!(r.ids_requested, 0);
+    assert!(proxy.state.neg_opens.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(h.duplicates().is_empty(), "{mode:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn req_fallback_when_negentropy_is_refused_by_notice() {
+    falls_back_to_req(NegMode::Notice("ERROR: negentropy disabled".into())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn req_fallback_when_negentropy_is_refused_by_closed() {
+    falls_back_to_req(NegMode::Closed("error: unknown cmd".into())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn req_fallback_when_negentropy_errors() {
+    falls_back_to_req(NegMode::NegErr("error: not supported".into())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn req_fallback_when_negentropy_is_silently_ignored() {
+    falls_back_to_req(NegMode::Silent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_gets_2000_events_in_pages_of_100_with_shared_timestamps() {
+    let relay = TestRelay::start(Some(100)).await;
+    let c = coord("gamma");
+    let events = repo_events(&c, 2_000, 25);
+    relay.insert_all(&events).await;
+    let settings = grasp_sync::engine::SyncSettings { negentropy: false, page_limit: 100, ..fast_settings() };
+    let h = Harness::start(
+        engine_config("wss://grasp.example.com", settings),
+        index_with(&c, &[&relay.url]),
+        Arc::new(MemoryStore::new()),
+    );
+    eventually(30, "all 2000 events held", || h.holds(&events)).await;
+    eventually(10, "relay connected", || h.report(&relay.url).status == RelayStatus::Connected).await;
+    assert!(h.duplicates().is_empty(), "the boundary second is deduplicated");
+    assert_eq!(h.store.len(), 2_000);
+}

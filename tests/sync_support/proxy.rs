@@ -1,0 +1,176 @@
+//! A websocket proxy in front of a test relay that injects faults: refuse connections (relay
+//! down), cut a connection after N events, answer or ignore NEG-OPEN, close REQs as rate limited,
+//! and emulate strfry's subscription overflow (NOTICE after EOSE, live part dropped).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What the proxy does with NEG-OPEN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NegMode {
+    Forward,
+    /// Swallow it: the relay never answers.
+    Silent,
+    Notice(String),
+    NegErr(String),
+    Closed(String),
+}
+
+#[derive(Debug)]
+pub struct ProxyState {
+    pub down: AtomicBool,
+    pub neg: Mutex<NegMode>,
+    /// The next this-many REQs are answered `CLOSED rate-limited:` (plus a NOTICE), not forwarded.
+    pub rate_limit_reqs: AtomicUsize,
+    /// strfry-like cap on concurrent REQs per connection.
+    pub max_subs: Mutex<Option<usize>>,
+    /// Cut the connection once this many EVENTs were forwarded (then clears itself).
+    pub cut_after_events: Mutex<Option<usize>>,
+    pub connections: AtomicUsize,
+    pub reqs: AtomicUsize,
+    pub neg_opens: AtomicUsize,
+    pub events_forwarded: AtomicUsize,
+    pub overflows: AtomicUsize,
+}
+
+pub struct Proxy {
+    pub url: String,
+    pub state: Arc<ProxyState>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let state = Arc::new(ProxyState {
+            down: AtomicBool::new(false),
+            neg: Mutex::new(NegMode::Forward),
+            rate_limit_reqs: AtomicUsize::new(0),
+            max_subs: Mutex::new(None),
+            cut_after_events: Mutex::new(None),
+            connections: AtomicUsize::new(0),
+            reqs: AtomicUsize::new(0),
+            neg_opens: AtomicUsize::new(0),
+            events_forwarded: AtomicUsize::new(0),
+            overflows: AtomicUsize::new(0),
+        });
+        let (st, up) = (state.clone(), upstream.to_string());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                if st.down.load(Ordering::SeqCst) {
+                    drop(tcp);
+                    continue;
+                }
+                st.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(tcp, up.clone(), st.clone()));
+            }
+        });
+        Proxy { url, state }
+    }
+
+    pub fn set_neg(&self, mode: NegMode) {
+        *self.state.neg.lock().unwrap() = mode;
+    }
+}
+
+fn text(v: Value) -> Message {
+    Message::text(v.to_string())
+}
+
+async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
+    let cfg = grasp_sync::remote::dial::ws_config();
+    let Ok(mut client) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else { return };
+    let Ok((mut relay, _)) = tokio_tungstenite::connect_async_with_config(upstream.as_str(), Some(cfg), false).await
+    else {
+        return;
+    };
+    let mut open: HashSet<String> = HashSet::new();
+    let mut overflow: HashSet<String> = HashSet::new();
+    let mut silenced: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            m = client.next() => {
+                let Some(Ok(m)) = m else { break };
+                let Message::Text(t) = &m else { continue };
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                let kind = v[0].as_str().unwrap_or_default().to_string();
+                let sub = v[1].as_str().unwrap_or_default().to_string();
+                match kind.as_str() {
+                    "REQ" => {
+                        st.reqs.fetch_add(1, Ordering::SeqCst);
+                        let limited = st.rate_limit_reqs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                        if limited {
+                            let _ = client.send(text(json!(["NOTICE", "rate-limited: slow down"]))).await;
+                            let _ = client.send(text(json!(["CLOSED", sub, "rate-limited: slow down"]))).await;
+                            continue;
+                        }
+                        open.insert(sub.clone());
+                        if st.max_subs.lock().unwrap().is_some_and(|max| open.len() > max) {
+                            overflow.insert(sub);
+                        }
+                    }
+                    "CLOSE" => {
+                        open.remove(&sub);
+                        overflow.remove(&sub);
+                        silenced.remove(&sub);
+                    }
+                    "NEG-OPEN" => {
+                        st.neg_opens.fetch_add(1, Ordering::SeqCst);
+                        let mode = st.neg.lock().unwrap().clone();
+                        let answer = match mode {
+                            NegMode::Forward => None,
+                            NegMode::Silent => continue,
+                            NegMode::Notice(t) => Some(json!(["NOTICE", t])),
+                            NegMode::NegErr(t) => Some(json!(["NEG-ERR", sub, t])),
+                            NegMode::Closed(t) => Some(json!(["CLOSED", sub, t])),
+                        };
+                        if let Some(a) = answer {
+                            let _ = client.send(text(a)).await;
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                if relay.send(m).await.is_err() { break }
+            }
+            m = relay.next() => {
+                let Some(Ok(m)) = m else { break };
+                let Message::Text(t) = &m else { continue };
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                let kind = v[0].as_str().unwrap_or_default();
+                let sub = v[1].as_str().unwrap_or_default().to_string();
+                match kind {
+                    "EVENT" => {
+                        if silenced.contains(&sub) { continue }
+                        if client.send(m).await.is_err() { break }
+                        let n = st.events_forwarded.fetch_add(1, Ordering::SeqCst) + 1;
+                        let cut = {
+                            let mut c = st.cut_after_events.lock().unwrap();
+                            let hit = c.is_some_and(|limit| n >= limit);
+                            if hit { *c = None; }
+                            hit
+                        };
+                        if cut { break }
+                        continue;
+                    }
+                    "EOSE" if overflow.contains(&sub) => {
+                        if client.send(m).await.is_err() { break }
+                        st.overflows.fetch_add(1, Ordering::SeqCst);
+                        silenced.insert(sub);
+                        let _ = client.send(text(json!(["NOTICE", "ERROR: too many concurrent REQs"]))).await;
+                        continue;
+                    }
+                    _ => {}
+                }
+                if client.send(m).await.is_err() { break }
+            }
+        }
+    }
+    // Dropping both sockets cuts the connection without a close handshake.
+}
