@@ -3,12 +3,16 @@
 //! The engine knows no host: it reads the host's events through traits and hands fetched events
 //! to a sink, so it runs against in-memory stores in tests.
 
+pub mod diff;
 pub mod index;
 pub mod layers;
+pub mod pending;
 pub mod relays;
 pub mod targets;
 
+pub use diff::{compute_actions, relays_to_connect, stale_items, AddFilters};
 pub use index::{RepoEntry, RepoSyncIndex};
 pub use layers::{Layer, LivePlan, ReqLimits};
+pub use pending::{Batch, BatchId, BatchSpec, Method, PendingSyncIndex};
 pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
 pub use targets::{derive_relay_targets, ItemSet, RefusedReason, TargetRules, Targets};
