@@ -6,6 +6,7 @@
 pub mod diff;
 pub mod index;
 pub mod layers;
+pub mod lifecycle;
 pub mod pending;
 pub mod relays;
 pub mod targets;
@@ -13,6 +14,7 @@ pub mod targets;
 pub use diff::{compute_actions, relays_to_connect, stale_items, AddFilters};
 pub use index::{RepoEntry, RepoSyncIndex};
 pub use layers::{Layer, LivePlan, ReqLimits};
+pub use lifecycle::{ConnectPlan, ConnectStrategy, ConsolidationPlan, LifecycleConfig};
 pub use pending::{Batch, BatchId, BatchSpec, Method, PendingSyncIndex};
 pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
 pub use targets::{derive_relay_targets, ItemSet, RefusedReason, TargetRules, Targets};
