@@ -21,8 +21,8 @@ pub struct SavedState {
     pub saved_at: u64,
     /// Relay URL → what is kept of it across restarts.
     pub relays: BTreeMap<String, PersistedRelay>,
-    /// Hex ids of events the policy refused for good (they join negentropy local sets).
-    pub settled_rejected: Vec<String>,
+    /// Events the policy refused for good, compact (they join negentropy local sets).
+    pub settled_rejected: Vec<Note>,
     /// Events fetched but not yet written to the host when the daemon stopped.
     pub unsent: Vec<Note>,
 }
@@ -107,7 +107,15 @@ mod tests {
                 ..Default::default()
             },
         );
-        s.settled_rejected.push("ab".repeat(32));
+        s.settled_rejected.push(Note {
+            id: "ab".repeat(32),
+            pubkey: "cd".repeat(32),
+            created_at: 7,
+            kind: 1,
+            tags: vec![],
+            content: String::new(),
+            sig: String::new(),
+        });
         save(dir.path(), &s).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(s));
         assert!(!dir.path().join("state.json.tmp").exists());

@@ -14,6 +14,27 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
 use crate::policy::{Facts, Id, Note, RepoCoord};
+use crate::remote::Filter;
+
+/// What is kept of a settled event: enough to match sync filters (id, author, kind, time,
+/// single-letter tags), without content or signature.
+pub fn compact(note: &Note) -> Note {
+    Note {
+        id: note.id.clone(),
+        pubkey: note.pubkey.clone(),
+        created_at: note.created_at,
+        kind: note.kind,
+        tags: note
+            .tags
+            .iter()
+            .filter(|t| t.len() >= 2 && t[0].chars().count() == 1)
+            .take(32)
+            .map(|t| t[..2].to_vec())
+            .collect(),
+        content: String::new(),
+        sig: String::new(),
+    }
+}
 
 /// Limits of the rejected index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +46,7 @@ pub struct RejectedLimits {
 
 impl Default for RejectedLimits {
     fn default() -> Self {
-        RejectedLimits { hold_secs: 900, max_held: 10_000, max_settled: 1_000_000 }
+        RejectedLimits { hold_secs: 900, max_held: 10_000, max_settled: 100_000 }
     }
 }
 
@@ -58,7 +79,7 @@ pub struct RejectedIndex {
     waiting: HashMap<Key, HashSet<Id>>,
     /// Held ids in arrival order (may contain ids already released; skipped lazily).
     held_order: VecDeque<(u64, Id)>,
-    settled: HashSet<Id>,
+    settled: HashMap<Id, Note>,
     settled_order: VecDeque<Id>,
 }
 
@@ -82,13 +103,13 @@ impl RejectedIndex {
 
     /// Holds a policy-rejected event. Returns false when it is already held or settled.
     pub fn hold(&mut self, note: Note, facts: Facts, now: u64) -> bool {
-        if self.held.contains_key(&facts.id) || self.settled.contains(&facts.id) {
+        if self.held.contains_key(&facts.id) || self.settled.contains_key(&facts.id) {
             return false;
         }
         while self.held.len() >= self.limits.max_held {
             let Some((_, oldest)) = self.held_order.pop_front() else { break };
-            if self.release(&oldest).is_some() {
-                self.settle(oldest);
+            if let Some(h) = self.release(&oldest) {
+                self.settle(oldest, compact(&h.note));
             }
         }
         let keys = keys_of(&facts);
@@ -113,12 +134,15 @@ impl RejectedIndex {
         Some(held)
     }
 
-    fn settle(&mut self, id: Id) {
-        if self.settled.insert(id) {
+    fn settle(&mut self, id: Id, note: Note) {
+        if self.settled.insert(id, note).is_none() {
             self.settled_order.push_back(id);
             while self.settled.len() > self.limits.max_settled {
-                if let Some(old) = self.settled_order.pop_front() {
-                    self.settled.remove(&old);
+                match self.settled_order.pop_front() {
+                    Some(old) => {
+                        self.settled.remove(&old);
+                    }
+                    None => break,
                 }
             }
         }
@@ -166,8 +190,9 @@ impl RejectedIndex {
                 }
                 Some(s) if now.saturating_sub(s) >= self.limits.hold_secs => {
                     self.held_order.pop_front();
-                    self.release(&id);
-                    self.settle(id);
+                    if let Some(h) = self.release(&id) {
+                        self.settle(id, compact(&h.note));
+                    }
                     n += 1;
                 }
                 Some(_) => break,
@@ -176,26 +201,31 @@ impl RejectedIndex {
         n
     }
 
-    /// Records an id as settled directly (restored from saved state).
-    pub fn restore_settled(&mut self, ids: impl IntoIterator<Item = Id>) {
-        for id in ids {
-            self.settle(id);
+    /// Restores settled events from saved state (compact copies, oldest first).
+    pub fn restore_settled(&mut self, notes: impl IntoIterator<Item = Note>) {
+        for note in notes {
+            if let Some(id) = crate::policy::event::parse_hex32(&note.id) {
+                self.settle(id, compact(&note));
+            }
         }
     }
 
     /// The id is held or settled: the host need not be offered it again by a sync.
     pub fn knows(&self, id: &Id) -> bool {
-        self.held.contains_key(id) || self.settled.contains(id)
+        self.held.contains_key(id) || self.settled.contains_key(id)
     }
 
-    /// Held and settled ids with their `created_at` where known (held ones), for local sets.
-    pub fn held_items(&self) -> impl Iterator<Item = (&Note, &Facts)> {
-        self.held.values().map(|h| (&h.note, &h.facts))
+    /// `(created_at, id)` of held and settled events matching `filter`: they join the negentropy
+    /// local set so that a sync does not fetch them again.
+    pub fn local_items(&self, filter: &Filter) -> Vec<(u64, Id)> {
+        let held = self.held.iter().filter(|(_, h)| filter.matches(&h.note)).map(|(id, h)| (h.note.created_at, *id));
+        let settled = self.settled.iter().filter(|(_, n)| filter.matches(n)).map(|(id, n)| (n.created_at, *id));
+        held.chain(settled).collect()
     }
 
-    /// Settled ids, oldest first (what the daemon persists).
-    pub fn settled_ids(&self) -> impl Iterator<Item = &Id> {
-        self.settled_order.iter()
+    /// Settled events (compact), oldest first: what the daemon persists.
+    pub fn settled_notes(&self) -> impl Iterator<Item = &Note> {
+        self.settled_order.iter().filter_map(|id| self.settled.get(id))
     }
 
     pub fn held_len(&self) -> usize {
@@ -291,6 +321,28 @@ mod tests {
             idx.hold_again(n, f, since);
         }
         assert_eq!(idx.expire(10), 1);
+    }
+
+    #[test]
+    fn held_and_settled_events_join_matching_local_sets_and_survive_a_restore() {
+        let mut idx = RejectedIndex::new(RejectedLimits { hold_secs: 10, ..Default::default() });
+        let mut f = facts(1, 1621, None, &[], &[]);
+        f.created_at = 77;
+        let mut n = note(&f);
+        n.tags = vec![vec!["a".into(), "30617:x:r".into(), "extra".into()], vec!["subject".into(), "s".into()]];
+        n.content = "long body".into();
+        idx.hold(n, f, 0);
+        let issues = Filter::kinds([1621]);
+        assert_eq!(idx.local_items(&issues), vec![(77, [1; 32])]);
+        assert!(idx.local_items(&Filter::kinds([1617])).is_empty());
+        idx.expire(10);
+        let tagged = Filter::kinds([1621]).tag('a', ["30617:x:r".to_string()]);
+        assert_eq!(idx.local_items(&tagged), vec![(77, [1; 32])], "settled copies still match tag filters");
+        let saved: Vec<Note> = idx.settled_notes().cloned().collect();
+        assert!(saved[0].content.is_empty() && saved[0].tags == vec![vec!["a".to_string(), "30617:x:r".to_string()]]);
+        let mut restored = RejectedIndex::new(RejectedLimits::default());
+        restored.restore_settled(saved);
+        assert_eq!(restored.local_items(&tagged), vec![(77, [1; 32])]);
     }
 
     #[test]
