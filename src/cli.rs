@@ -37,6 +37,14 @@ pub enum Command {
     Plugin,
     /// Loads and validates the configuration, prints it in full, and exits.
     CheckConfig,
+    /// Runs the sync daemon beside strfry until SIGTERM or SIGINT.
+    Run,
+    /// Asks the running daemon for its state (`metrics.listen`) and prints it.
+    Status {
+        /// Print the raw JSON of `GET /status`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the repo index built from strfry's database (`host.strfry_db`).
     Index {
         /// Print JSON: `{"repos":[{"coordinate","relays","root_events"}],"accepted_events":N}`.
@@ -67,6 +75,8 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         Command::Index { json } => run_index(&config, json),
+        Command::Run => run_daemon(config),
+        Command::Status { json } => run_status(&config, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,5 +189,50 @@ fn run_plugin(config: &Config) -> anyhow::Result<()> {
     let stdout = io::stdout().lock();
     let stats = plugin::run(&mut plugin, BufReader::with_capacity(256 * 1024, stdin), stdout)?;
     tracing::info!(?stats, "plugin: input closed, exiting");
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn termination() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+fn run_daemon(config: Config) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        tracing::info!(service = %config.service_url, host = %config.host.url, "daemon: starting");
+        let dialer = std::sync::Arc::new(crate::remote::dial::NetDialer::new(config.sync.allow_private_addresses));
+        crate::daemon::run(config, dialer, termination()).await
+    })?;
+    // Relay tasks still blocked in I/O must not hold the exit up.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+fn run_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let status = runtime()?.block_on(crate::metrics::fetch_status(config.metrics.listen))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", crate::metrics::render_table(&status));
+    }
     Ok(())
 }

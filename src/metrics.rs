@@ -37,9 +37,12 @@ pub struct RelayStatus {
     pub historic_done: usize,
     #[serde(default)]
     pub historic_total: usize,
-    /// How the last connection started: `fresh` or `quick`.
+    /// Sessions started from scratch (first connect, long outage, daily) and quick reconnects
+    /// (resumed from where the last connection left off).
     #[serde(default)]
-    pub last_start: Option<String>,
+    pub fresh_starts: u64,
+    #[serde(default)]
+    pub quick_reconnects: u64,
     pub last_error: Option<String>,
 }
 
@@ -174,7 +177,16 @@ pub fn render_prometheus(s: &Status) -> String {
     }
 
     type Field = fn(&RelayStatus) -> f64;
-    let per_relay: [(&str, &str, &str, Field); 9] = [
+    let per_relay: [(&str, &str, &str, Field); 11] = [
+        ("grasp_sync_fresh_starts_total", "counter", "Sync sessions started from scratch with the relay.", |r| {
+            r.fresh_starts as f64
+        }),
+        (
+            "grasp_sync_quick_reconnects_total",
+            "counter",
+            "Sync sessions resumed with a catch-up from the last disconnect.",
+            |r| r.quick_reconnects as f64,
+        ),
         (
             "grasp_sync_events_received_total",
             "counter",

@@ -1,3 +1,186 @@
-//! `grasp-sync run`: the sync daemon, wiring the host (strfry) to the engine.
+//! `grasp-sync run`: the sync daemon. It builds the repo index from the host (strfry's LMDB, or
+//! queries over the websocket), runs the sync engine against the relays the repositories announce,
+//! checks every fetched event (signature, GRASP policy) and writes the accepted ones through the
+//! host's ingest path. It follows the host's own new events, keeps rejected events for a while in
+//! case what they depend on arrives, serves metrics and status, and saves its state so a restart
+//! resumes where it left off.
 
+pub mod bootstrap;
+mod event_loop;
 pub mod state;
+pub mod store;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::engine::rejected::{RejectedIndex, RejectedLimits};
+use crate::engine::{spawn_engine, EngineConfig};
+use crate::host::ingest::{self, IngestConfig};
+use crate::host::lmdb::{load_index, StrfryDb};
+use crate::host::stream::{self, StreamConfig};
+use crate::metrics::Metrics;
+use crate::policy::{Policy, RelayUrl};
+use crate::remote::Dialer;
+
+use event_loop::EventLoop;
+use store::HostStore;
+
+/// How long shutdown may take in total (SIGTERM to exit).
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
+/// How often the state file is written while running.
+pub const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Errors that stop the daemon before it runs.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot open strfry's database (host.strfry_db = {path}): {error}")]
+    Lmdb { path: PathBuf, error: String },
+    #[error("cannot build the repository index from the host at {url}: {error}")]
+    Host { url: String, error: String },
+    #[error("cannot listen on metrics.listen = {addr}: {error}")]
+    Metrics { addr: String, error: String },
+}
+
+/// Runs the daemon until `shutdown` completes, then stops within [`SHUTDOWN_BUDGET`].
+pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    state::check_writable(&cfg.state.dir)?;
+    let saved = state::load(&cfg.state.dir)?.unwrap_or_default();
+    let policy = Policy::new(cfg.service_url.clone(), cfg.policy.require_clone);
+    let started_at = now();
+
+    let (db, built) = match &cfg.host.strfry_db {
+        Some(path) => {
+            let lmdb_err = |e: &dyn std::fmt::Display| StartError::Lmdb { path: path.clone(), error: e.to_string() };
+            let db = Arc::new(StrfryDb::open(path).map_err(|e| lmdb_err(&e))?);
+            let (built, _, took) = load_index(&db, &policy).map_err(|e| lmdb_err(&e))?;
+            tracing::info!(
+                repos = built.index.len(),
+                roots = built.index.root_count(),
+                accepted = built.accepted.event_count(),
+                ?took,
+                "index built from strfry's LMDB"
+            );
+            (Some(db), built)
+        }
+        None => {
+            let host_err =
+                |e: anyhow::Error| StartError::Host { url: cfg.host.url.to_string(), error: format!("{e:#}") };
+            let t = std::time::Instant::now();
+            let (built, lookups) = bootstrap::build_over_ws(&cfg.host.url, &policy).await.map_err(host_err)?;
+            tracing::info!(repos = built.index.len(), roots = built.index.root_count(), lookups, took = ?t.elapsed(), "index built by querying the host");
+            (None, built)
+        }
+    };
+
+    let metrics = Metrics::new(cfg.service_url.as_str());
+    let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
+        .await
+        .map_err(|e| StartError::Metrics { addr: cfg.metrics.listen.to_string(), error: e.to_string() })?;
+    tracing::info!(listen = %cfg.metrics.listen, "serving /metrics and /status");
+    let server = tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+
+    let mut rejected = RejectedIndex::new(RejectedLimits::default());
+    rejected.restore_settled(saved.settled_rejected.iter().cloned());
+    let rejected = Arc::new(Mutex::new(rejected));
+    let store = Arc::new(HostStore::new(db, rejected.clone()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (reports_tx, reports_rx) = mpsc::channel(4096);
+    let mut ingest_cfg = IngestConfig::new(cfg.host.url.clone());
+    ingest_cfg.base_backoff_secs = cfg.sync.base_backoff_secs.min(5);
+    ingest_cfg.max_backoff_secs = cfg.sync.max_backoff_secs.min(30);
+    let (ingest, ingest_task) = ingest::spawn(ingest_cfg, reports_tx, stop_rx.clone(), SHUTDOWN_BUDGET / 2);
+    for note in saved.unsent.iter().cloned() {
+        // Fetched before the last stop and not yet written: written first now.
+        let _ = ingest.submit(note, None).await;
+    }
+
+    let (stream_tx, stream_rx) = mpsc::channel(64);
+    let stream_cfg = StreamConfig {
+        url: cfg.host.url.clone(),
+        since: started_at.saturating_sub(stream::RECONNECT_MARGIN_SECS),
+        batch_window: Duration::from_secs(1),
+        base_backoff_secs: cfg.sync.base_backoff_secs.min(5),
+        max_backoff_secs: cfg.sync.max_backoff_secs.min(30),
+    };
+    let stream_task = tokio::spawn(stream::run(stream_cfg, stream_tx, stop_rx));
+
+    let (index_tx, index_rx) = watch::channel(built.index.clone());
+    let (sink_tx, sink_rx) = mpsc::channel(4096);
+    let mut engine_cfg = EngineConfig::from_config(&cfg);
+    engine_cfg.resume = resume_points(&saved, cfg.sync.quick_reconnect_secs, started_at);
+    let engine = spawn_engine(engine_cfg, index_rx, dialer, store.clone(), sink_tx);
+
+    let mut event_loop = EventLoop::new(
+        cfg.clone(),
+        policy,
+        built,
+        index_tx,
+        rejected,
+        store,
+        ingest,
+        metrics,
+        engine.status.clone(),
+        saved.relays.clone(),
+    );
+    event_loop.run(sink_rx, reports_rx, stream_rx, shutdown).await;
+
+    // Shutdown: stop the engine (no new fetches), flush the ingest window, save state.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET - Duration::from_millis(500);
+    event_loop.stop_engine();
+    engine.task.abort();
+    let _ = stop_tx.send(true);
+    let unsent = match tokio::time::timeout_at(deadline, ingest_task).await {
+        Ok(Ok(left)) => left,
+        _ => Vec::new(),
+    };
+    stream_task.abort();
+    server.abort();
+    event_loop.save_state(unsent)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Relays we were connected to within `quick_reconnect_secs` before this start resume with a quick
+/// reconnect from the time they were left.
+fn resume_points(saved: &state::SavedState, quick_secs: u64, now: u64) -> HashMap<RelayUrl, u64> {
+    saved
+        .relays
+        .iter()
+        .filter_map(|(url, r)| {
+            let left = r.disconnected_at?;
+            (now.saturating_sub(left) <= quick_secs).then(|| Some((RelayUrl::parse(url).ok()?, left)))?
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::relays::PersistedRelay;
+
+    #[test]
+    fn only_recently_left_relays_resume_quickly() {
+        let mut saved = state::SavedState::default();
+        let recent = PersistedRelay { disconnected_at: Some(1000), ..Default::default() };
+        let old = PersistedRelay { disconnected_at: Some(10), ..Default::default() };
+        saved.relays.insert("wss://recent.example".into(), recent);
+        saved.relays.insert("wss://old.example".into(), old);
+        saved.relays.insert("wss://never.example".into(), PersistedRelay::default());
+        let points = resume_points(&saved, 900, 1500);
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[&RelayUrl::parse("wss://recent.example").unwrap()], 1000);
+    }
+}

@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub allow_private: bool,
     pub max_relays: usize,
     pub settings: SyncSettings,
+    /// Relay → unix seconds it was left by a previous run (see `Ctx::resume_from`).
+    pub resume: HashMap<RelayUrl, u64>,
 }
 
 impl EngineConfig {
@@ -47,6 +49,7 @@ impl EngineConfig {
                 max_subscriptions: s.max_subscriptions_per_relay,
                 ..SyncSettings::default()
             },
+            resume: HashMap::new(),
         }
     }
 }
@@ -119,6 +122,10 @@ async fn coordinate(
                         sink: sink.clone(),
                         status: status.clone(),
                         dialer: dialer.clone(),
+                        resume_from: cfg
+                            .resume
+                            .get(url)
+                            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(*secs)),
                     };
                     tracing::info!(relay = %url, "starting relay task");
                     running.insert(url.clone(), Running { target: tx, task: tokio::spawn(run_relay(ctx, rx)) });

@@ -71,6 +71,9 @@ pub struct Ctx {
     pub sink: mpsc::Sender<Fetched>,
     pub status: SyncStatus,
     pub dialer: Arc<dyn Dialer>,
+    /// When the relay was last left (saved by a previous run): within `quick_reconnect` of it the
+    /// first connection is a quick reconnect from that moment, not a fresh start.
+    pub resume_from: Option<SystemTime>,
 }
 
 /// Backoff after `failures` consecutive failed connects: `base · 2^(failures−1)`, capped.
@@ -103,6 +106,7 @@ async fn wait(delay: Duration, target: &mut watch::Receiver<RelayTarget>) -> boo
 pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     let s = &ctx.settings;
     let mut mem = RelayMemory::new(s.max_subscriptions);
+    mem.disconnected_at = ctx.resume_from;
     let counters = Arc::new(WireCounters::default());
     let mut failures: u32 = 0;
     let mut failing_since: Option<Instant> = None;

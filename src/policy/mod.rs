@@ -8,7 +8,7 @@ pub mod url;
 pub mod view;
 
 pub use accept::{maintainer_set, Policy, Reason, Verdict};
-pub use event::{Facts, Id, Note, RepoCoord};
+pub use event::{verify_signature, Facts, Id, Note, RepoCoord};
 pub use url::{AddressClass, RelayUrl, UrlError};
 pub use view::{AcceptedSet, AcceptedView, Announcement};
 

@@ -1,0 +1,296 @@
+//! The daemon's single decision loop: fetched events in, verdicts out. It owns the accepted view,
+//! the repo index and the per-relay counters; every other task talks to it over channels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::state::{self, SavedState, STATE_VERSION};
+use super::store::HostStore;
+use super::{now, SAVE_EVERY};
+use crate::config::Config;
+use crate::engine::build::Built;
+use crate::engine::rejected::RejectedIndex;
+use crate::engine::relays::PersistedRelay;
+use crate::engine::{Fetched, RepoSyncIndex, SyncStatus};
+use crate::host::ingest::{IngestHandle, Outcome, Report};
+use crate::host::stream::StreamEvent;
+use crate::metrics::Metrics;
+use crate::policy::event::parse_hex32;
+use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Policy, RelayUrl, Verdict};
+
+/// Per-relay outcomes of what it sent us.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    stored: u64,
+    duplicate: u64,
+    rejected: u64,
+    bad_signature: u64,
+}
+
+pub(super) struct EventLoop {
+    cfg: Config,
+    policy: Policy,
+    view: AcceptedSet,
+    index: RepoSyncIndex,
+    index_dirty: bool,
+    index_tx: Option<watch::Sender<RepoSyncIndex>>,
+    rejected: Arc<Mutex<RejectedIndex>>,
+    store: Arc<HostStore>,
+    ingest: IngestHandle,
+    metrics: Metrics,
+    engine: SyncStatus,
+    counters: HashMap<String, Counters>,
+    relays: BTreeMap<String, PersistedRelay>,
+    host_connected: bool,
+}
+
+impl EventLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        cfg: Config,
+        policy: Policy,
+        built: Built,
+        index_tx: watch::Sender<RepoSyncIndex>,
+        rejected: Arc<Mutex<RejectedIndex>>,
+        store: Arc<HostStore>,
+        ingest: IngestHandle,
+        metrics: Metrics,
+        engine: SyncStatus,
+        relays: BTreeMap<String, PersistedRelay>,
+    ) -> Self {
+        EventLoop {
+            cfg,
+            policy,
+            view: built.accepted,
+            index: built.index,
+            index_dirty: false,
+            index_tx: Some(index_tx),
+            rejected,
+            store,
+            ingest,
+            metrics,
+            engine,
+            counters: HashMap::new(),
+            relays,
+            host_connected: false,
+        }
+    }
+
+    pub(super) async fn run(
+        &mut self,
+        mut fetched: mpsc::Receiver<Fetched>,
+        mut reports: mpsc::Receiver<Report>,
+        mut stream: mpsc::Receiver<StreamEvent>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_save = tokio::time::Instant::now();
+        self.refresh_metrics();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                Some(f) = fetched.recv() => self.on_fetched(f).await,
+                Some(r) = reports.recv() => self.on_report(r),
+                Some(ev) = stream.recv() => self.on_stream(ev).await,
+                _ = tick.tick() => {
+                    self.on_tick();
+                    if last_save.elapsed() >= SAVE_EVERY {
+                        last_save = tokio::time::Instant::now();
+                        if let Err(e) = self.save_state(Vec::new()) {
+                            tracing::error!(error = %e, "cannot save state");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_fetched(&mut self, f: Fetched) {
+        let Some(id) = parse_hex32(&f.note.id) else { return };
+        let relay = f.relay.to_string();
+        if self.view.has_event(&id) || self.rejected().knows(&id) {
+            self.counters.entry(relay).or_default().duplicate += 1;
+            return;
+        }
+        if !verify_signature(&f.note) {
+            self.counters.entry(relay).or_default().bad_signature += 1;
+            tracing::debug!(relay = %f.relay, id = %f.note.id, "event with a bad signature dropped");
+            return;
+        }
+        self.offer(f.note, Some(f.relay), true).await;
+    }
+
+    /// Decides on an event; accepted ones are written (when `write`) and may unlock held ones,
+    /// which are decided in turn.
+    async fn offer(&mut self, note: Note, source: Option<RelayUrl>, write: bool) {
+        let mut work = vec![(note, source, write, None)];
+        while let Some((note, source, write, held_since)) = work.pop() {
+            let facts = match Facts::from_note(&note) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::debug!(id = %note.id, error = %e, "malformed event dropped");
+                    continue;
+                }
+            };
+            match self.policy.decide_and_record(&mut self.view, &facts) {
+                Verdict::Accept(_) => {
+                    if write && self.ingest.submit(note, source).await.is_err() {
+                        tracing::error!("ingest has stopped; event not written");
+                    }
+                    self.index_dirty |= self.index.apply_accepted(self.policy.service(), &self.view, &facts);
+                    let unlocked = self.rejected().unlocked_by(&facts);
+                    work.extend(unlocked.into_iter().map(|(n, _, since)| (n, None, true, Some(since))));
+                }
+                Verdict::Reject(_) => {
+                    let mut rejected = self.rejected();
+                    match held_since {
+                        Some(since) => rejected.hold_again(note, facts, since),
+                        None => {
+                            rejected.hold(note, facts, now());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn rejected(&self) -> std::sync::MutexGuard<'_, RejectedIndex> {
+        self.rejected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on_report(&mut self, r: Report) {
+        let relay = r.source.as_ref().map(|u| u.to_string()).unwrap_or_default();
+        let c = self.counters.entry(relay).or_default();
+        match &r.outcome {
+            Outcome::Stored => c.stored += 1,
+            Outcome::Duplicate => c.duplicate += 1,
+            Outcome::Rejected(msg) => {
+                c.rejected += 1;
+                tracing::info!(id = %r.note.id, kind = r.note.kind, reason = %msg, "host refused an event");
+                if msg.starts_with("blocked:") {
+                    if let Ok(facts) = Facts::from_note(&r.note) {
+                        self.rejected().hold(r.note.clone(), facts, now());
+                    }
+                }
+            }
+        }
+        if matches!(r.outcome, Outcome::Stored | Outcome::Duplicate) {
+            self.store.host_has(&r.note);
+        }
+    }
+
+    async fn on_stream(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::Connected(up) => self.host_connected = up,
+            StreamEvent::Batch(notes) => {
+                for note in notes {
+                    self.store.host_has(&note);
+                    let known = parse_hex32(&note.id).is_some_and(|id| self.view.has_event(&id));
+                    if !known {
+                        // The host holds it already: decide for the index, do not write it back.
+                        self.offer(note, None, false).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let settled = self.rejected().expire(now());
+        if settled > 0 {
+            tracing::debug!(settled, "rejected events settled");
+        }
+        if self.index_dirty {
+            self.index_dirty = false;
+            if let Some(tx) = &self.index_tx {
+                tx.send_replace(self.index.clone());
+            }
+        }
+        self.track_relays();
+        self.refresh_metrics();
+    }
+
+    /// Keeps per-relay connection times for the state file.
+    fn track_relays(&mut self) {
+        let t = now();
+        for (url, report) in self.engine.relays() {
+            let entry = self.relays.entry(url.to_string()).or_default();
+            if report.status.is_connected() {
+                entry.last_connected = Some(t);
+                entry.disconnected_at = None;
+            } else if entry.disconnected_at.is_none() && entry.last_connected.is_some() {
+                entry.disconnected_at = Some(t);
+            }
+            if report.negentropy.is_some() {
+                entry.negentropy = report.negentropy;
+            }
+        }
+    }
+
+    fn refresh_metrics(&self) {
+        let reports = self.engine.relays();
+        let refused = self.engine.refused().len();
+        let queue = self.ingest.stats.queued.load(std::sync::atomic::Ordering::Relaxed)
+            + self.ingest.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        let held = self.rejected().held_len();
+        self.metrics.update(|s| {
+            s.repos = self.index.len();
+            s.root_events = self.index.root_count();
+            s.refused_relays = refused;
+            s.ingest_queue = queue;
+            s.host_connected = self.host_connected;
+            s.events_pending_retry = held;
+            s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
+        });
+        for (url, r) in &reports {
+            let c = self.counters.get(url.as_str()).copied().unwrap_or_default();
+            self.metrics.relay(url.as_str(), |m| {
+                m.status = r.status.as_str().to_string();
+                m.health = r.health.map(|h| h.as_str().to_string()).unwrap_or_else(|| "healthy".into());
+                m.repos = r.repos;
+                m.root_events = r.root_events;
+                m.negentropy = r.negentropy;
+                m.events_received = r.events_received;
+                m.events_stored = c.stored;
+                m.events_duplicate = c.duplicate;
+                m.events_rejected = c.rejected + c.bad_signature + r.events_invalid + r.events_unmatched;
+                m.connection_attempts = r.dial_attempts;
+                m.fresh_starts = r.fresh_starts;
+                m.quick_reconnects = r.quick_reconnects;
+                m.last_error = r.last_error.clone();
+            });
+        }
+    }
+
+    /// Stops feeding the engine: it closes its relays.
+    pub(super) fn stop_engine(&mut self) {
+        self.index_tx = None;
+    }
+
+    /// Writes the state file; `unsent` are events fetched but not written to the host.
+    pub(super) fn save_state(&mut self, unsent: Vec<Note>) -> Result<(), state::StateError> {
+        self.track_relays();
+        let t = now();
+        // Relays connected now are saved as left now: after a stop or a crash, a restart within
+        // `quick_reconnect_secs` resumes them from this moment.
+        let mut relays = self.relays.clone();
+        for r in relays.values_mut() {
+            if r.disconnected_at.is_none() && r.last_connected.is_some() {
+                r.disconnected_at = Some(t);
+            }
+        }
+        let saved = SavedState {
+            version: STATE_VERSION,
+            saved_at: t,
+            relays,
+            settled_rejected: self.rejected().settled_notes().cloned().collect(),
+            unsent,
+        };
+        state::save(&self.cfg.state.dir, &saved)
+    }
+}

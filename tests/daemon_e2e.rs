@@ -1,0 +1,164 @@
+//! The daemon end to end without strfry: in-process relays play the host (generic websocket
+//! path, no LMDB) and two remotes. Exactly the relevant events reach the host, live events follow,
+//! and a daemon restart within the quick-reconnect window catches up by a quick reconnect.
+
+mod support;
+#[allow(unused_imports)]
+mod sync_support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grasp_sync::config::Config;
+use grasp_sync::metrics::{fetch_status, Status};
+use grasp_sync::policy::Note;
+use grasp_sync::remote::dial::NetDialer;
+use nostr_relay_builder::prelude::*;
+use support::strfry::{free_port, query_all};
+use sync_support::TestRelay;
+use tokio::sync::oneshot;
+
+const S: &str = "wss://grasp.example.com";
+
+fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: u64) -> Note {
+    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
+    let ev = EventBuilder::new(Kind::from(kind), content)
+        .tags(tags)
+        .custom_created_at(Timestamp::from(at))
+        .sign_with_keys(keys)
+        .unwrap();
+    serde_json::from_str(&ev.as_json()).unwrap()
+}
+
+fn t(a: &str, b: &str) -> Vec<String> {
+    vec![a.into(), b.into()]
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), grasp_sync::daemon::StartError>>,
+}
+
+fn start_daemon(config: &str) -> Running {
+    let cfg = Config::from_toml(config).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let dialer = Arc::new(NetDialer::new(true));
+    let task = tokio::spawn(grasp_sync::daemon::run(cfg, dialer, async move {
+        let _ = stopped.await;
+    }));
+    Running { stop, task }
+}
+
+async fn stop_daemon(d: Running) {
+    d.stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(6), d.task).await.expect("daemon stops within 5 s");
+    result.unwrap().expect("clean shutdown");
+}
+
+async fn host_ids(url: &str) -> HashSet<String> {
+    query_all(url, serde_json::json!({})).await.into_iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+}
+
+async fn until_host_holds(url: &str, want: &[&Note]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = host_ids(url).await;
+        if want.iter().all(|n| have.contains(&n.id)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host holds {} events, missing some of {}",
+            have.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status_until(addr: std::net::SocketAddr, what: &str, cond: impl Fn(&Status) -> bool) -> Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = fetch_status(addr).await {
+            if cond(&s) {
+                return s;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "status never showed: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_brings_exactly_the_relevant_events_and_resumes_quickly_after_restart() {
+    let host = TestRelay::start(None).await;
+    let r1 = TestRelay::start(None).await;
+    let r2 = TestRelay::start(None).await;
+    let (alice, bob, mallory) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let base = now() - 5000;
+
+    let ann = signed(
+        &alice,
+        30617,
+        vec![t("d", "alpha"), vec!["relays".into(), S.into(), r1.url.clone(), r2.url.clone()]],
+        "",
+        base,
+    );
+    let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
+    let issue = signed(&bob, 1621, vec![t("a", &coord), t("subject", "bug")], "it breaks", base + 10);
+    let patch = signed(&bob, 1617, vec![t("a", &coord)], "diff", base + 11);
+    let comment = signed(&alice, 1111, vec![t("E", &issue.id), t("K", "1621")], "thanks", base + 20);
+    let junk_note = signed(&mallory, 1, vec![], "unrelated", base + 30);
+    let junk_issue =
+        signed(&mallory, 1621, vec![t("a", &format!("30617:{}:zzz", mallory.public_key().to_hex()))], "x", base + 31);
+    let other_ann = signed(&mallory, 30617, vec![t("d", "zzz"), vec!["relays".into(), r2.url.clone()]], "", base + 32);
+
+    // The announcement is on the host (published to this GRASP relay) and on r1; the rest is
+    // spread across the remotes, the comment only reachable through its root id.
+    host.publish(&ann).await;
+    r1.insert_all(&[ann.clone(), issue.clone(), junk_note.clone()]).await;
+    r2.insert_all(&[patch.clone(), comment.clone(), junk_issue.clone(), other_ann.clone()]).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = format!(
+        "service_url = \"{S}\"\n[host]\nurl = \"{}\"\n[sync]\nallow_private_addresses = true\nbase_backoff_secs = 1\n\
+         [state]\ndir = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\n",
+        host.url,
+        state.path().display()
+    );
+
+    let daemon = start_daemon(&config);
+    until_host_holds(&host.url, &[&ann, &issue, &patch, &comment]).await;
+    let live = signed(&bob, 1111, vec![t("E", &issue.id)], "live reply", now());
+    r2.publish(&live).await;
+    until_host_holds(&host.url, &[&live]).await;
+    let have = host_ids(&host.url).await;
+    for junk in [&junk_note, &junk_issue, &other_ann] {
+        assert!(!have.contains(&junk.id), "irrelevant event {} reached the host", junk.kind);
+    }
+    let status = status_until(metrics, "both remotes connected", |s| {
+        s.relays.len() == 2 && s.relays.iter().all(|r| r.status == "connected")
+    })
+    .await;
+    assert_eq!((status.repos, status.root_events), (1, 2));
+    assert!(status.relays.iter().all(|r| r.fresh_starts >= 1));
+    stop_daemon(daemon).await;
+
+    // Published while the daemon is down; a restart within quick_reconnect_secs resumes.
+    let offline = signed(&bob, 1111, vec![t("E", &issue.id)], "while you were away", now());
+    r1.insert_all(std::slice::from_ref(&offline)).await;
+    let daemon = start_daemon(&config);
+    until_host_holds(&host.url, &[&offline]).await;
+    let status = status_until(metrics, "quick reconnects", |s| {
+        s.relays.len() == 2 && s.relays.iter().all(|r| r.quick_reconnects >= 1)
+    })
+    .await;
+    assert!(status.relays.iter().all(|r| r.fresh_starts == 0), "restart was quick, not fresh: {status:?}");
+    stop_daemon(daemon).await;
+}
