@@ -247,13 +247,23 @@ impl EventLoop {
             s.events_pending_retry = held;
             s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
         });
+        // What each relay is synced for, from the index itself.
+        let mut wanted: HashMap<&str, (usize, usize)> = HashMap::new();
+        for (_, entry) in self.index.repos() {
+            for relay in &entry.relays {
+                let w = wanted.entry(relay.as_str()).or_default();
+                w.0 += 1;
+                w.1 += entry.root_events.len();
+            }
+        }
         for (url, r) in &reports {
             let c = self.counters.get(url.as_str()).copied().unwrap_or_default();
+            let (repos, roots) = wanted.get(url.as_str()).copied().unwrap_or_default();
             self.metrics.relay(url.as_str(), |m| {
                 m.status = r.status.as_str().to_string();
                 m.health = r.health.map(|h| h.as_str().to_string()).unwrap_or_else(|| "healthy".into());
-                m.repos = r.repos;
-                m.root_events = r.root_events;
+                m.repos = repos;
+                m.root_events = roots;
                 m.negentropy = r.negentropy;
                 m.events_received = r.events_received;
                 m.events_stored = c.stored;

@@ -50,6 +50,7 @@ pub struct Stats {
 }
 
 /// The plugin's decision state: the policy and the accepted view it keeps up to date.
+#[derive(Debug)]
 pub struct Plugin {
     policy: Policy,
     view: AcceptedSet,
