@@ -102,7 +102,9 @@ async fn holdings(url: &str) -> HashSet<String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,nostr_relay_builder=off".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,nostr_relay_builder=off".into()))
+        .init();
     let plugin = Plugin::new(Policy::new(RelayUrl::parse(SERVICE)?, false), AcceptedSet::new());
     let (_host, host_url) = relay(Some(GraspPolicy(Mutex::new(plugin)))).await;
     let (_remote_a, a) = relay(None).await;

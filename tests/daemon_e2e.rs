@@ -6,93 +6,12 @@ mod support;
 #[allow(unused_imports)]
 mod sync_support;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
-
-use grasp_sync::config::Config;
-use grasp_sync::metrics::{fetch_status, Status};
-use grasp_sync::policy::Note;
-use grasp_sync::remote::dial::NetDialer;
-use nostr_relay_builder::prelude::*;
-use support::strfry::{free_port, query_all};
+use nostr_relay_builder::prelude::Keys;
+use support::daemon::*;
+use support::strfry::free_port;
 use sync_support::TestRelay;
-use tokio::sync::oneshot;
 
 const S: &str = "wss://grasp.example.com";
-
-fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: u64) -> Note {
-    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
-    let ev = EventBuilder::new(Kind::from(kind), content)
-        .tags(tags)
-        .custom_created_at(Timestamp::from(at))
-        .sign_with_keys(keys)
-        .unwrap();
-    serde_json::from_str(&ev.as_json()).unwrap()
-}
-
-fn t(a: &str, b: &str) -> Vec<String> {
-    vec![a.into(), b.into()]
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), grasp_sync::daemon::StartError>>,
-}
-
-fn start_daemon(config: &str) -> Running {
-    let cfg = Config::from_toml(config).unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let dialer = Arc::new(NetDialer::new(true));
-    let task = tokio::spawn(grasp_sync::daemon::run(cfg, dialer, async move {
-        let _ = stopped.await;
-    }));
-    Running { stop, task }
-}
-
-async fn stop_daemon(d: Running) {
-    d.stop.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(6), d.task).await.expect("daemon stops within 5 s");
-    result.unwrap().expect("clean shutdown");
-}
-
-async fn host_ids(url: &str) -> HashSet<String> {
-    query_all(url, serde_json::json!({})).await.into_iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
-}
-
-async fn until_host_holds(url: &str, want: &[&Note]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let have = host_ids(url).await;
-        if want.iter().all(|n| have.contains(&n.id)) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "host holds {} events, missing some of {}",
-            have.len(),
-            want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn status_until(addr: std::net::SocketAddr, what: &str, cond: impl Fn(&Status) -> bool) -> Status {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = fetch_status(addr).await {
-            if cond(&s) {
-                return s;
-            }
-        }
-        assert!(tokio::time::Instant::now() < deadline, "status never showed: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_brings_exactly_the_relevant_events_and_resumes_quickly_after_restart() {
@@ -126,18 +45,13 @@ async fn daemon_brings_exactly_the_relevant_events_and_resumes_quickly_after_res
 
     let state = tempfile::tempdir().unwrap();
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = format!(
-        "service_url = \"{S}\"\n[host]\nurl = \"{}\"\n[sync]\nallow_private_addresses = true\nbase_backoff_secs = 1\n\
-         [state]\ndir = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\n",
-        host.url,
-        state.path().display()
-    );
+    let config = config(S, &host.url, None, state.path(), metrics);
 
     let daemon = start_daemon(&config);
-    until_host_holds(&host.url, &[&ann, &issue, &patch, &comment]).await;
+    until_host_holds(&host.url, &[&ann, &issue, &patch, &comment], 60).await;
     let live = signed(&bob, 1111, vec![t("E", &issue.id)], "live reply", now());
     r2.publish(&live).await;
-    until_host_holds(&host.url, &[&live]).await;
+    until_host_holds(&host.url, &[&live], 30).await;
     let have = host_ids(&host.url).await;
     for junk in [&junk_note, &junk_issue, &other_ann] {
         assert!(!have.contains(&junk.id), "irrelevant event {} reached the host", junk.kind);
@@ -154,7 +68,7 @@ async fn daemon_brings_exactly_the_relevant_events_and_resumes_quickly_after_res
     let offline = signed(&bob, 1111, vec![t("E", &issue.id)], "while you were away", now());
     r1.insert_all(std::slice::from_ref(&offline)).await;
     let daemon = start_daemon(&config);
-    until_host_holds(&host.url, &[&offline]).await;
+    until_host_holds(&host.url, &[&offline], 30).await;
     let status = status_until(metrics, "quick reconnects", |s| {
         s.relays.len() == 2 && s.relays.iter().all(|r| r.quick_reconnects >= 1)
     })

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: fixtures, the plugin process, strfry.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod strfry;
 
 use std::io::{BufRead, BufReader, Write};

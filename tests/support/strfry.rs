@@ -60,11 +60,40 @@ impl Strfry {
 
     /// Kills strfry (SIGKILL: no clean shutdown) and starts it again on the same port and database.
     pub fn restart_after(&mut self, down_for: Duration) {
+        self.kill();
+        std::thread::sleep(down_for);
+        self.start_again();
+    }
+
+    /// Kills the relay process (SIGKILL); the database stays.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(down_for);
+    }
+
+    /// Starts the relay again on the same port and database.
+    pub fn start_again(&mut self) {
         self.child = spawn(&self.bin, &self.conf, self.dir.path());
         self.wait_listening();
+    }
+
+    /// Writes events straight into the database with `strfry import` (works while stopped).
+    pub fn import(&self, events: &[Value]) {
+        use std::io::Write;
+        let mut child = Command::new(&self.bin)
+            .arg(format!("--config={}", self.conf.display()))
+            .arg("import")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run strfry import");
+        let mut stdin = child.stdin.take().unwrap();
+        for ev in events {
+            writeln!(stdin, "{ev}").unwrap();
+        }
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "strfry import failed");
     }
 
     pub fn url(&self) -> String {
