@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::engine::pending::BatchSpec;
 use crate::engine::targets::ItemSet;
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
 use crate::policy::{Id, RepoCoord};
@@ -147,6 +148,30 @@ pub fn pack(filters: &[Filter], limits: &ReqLimits) -> Result<Vec<Vec<Filter>>, 
         }
     }
     Ok(packer.reqs)
+}
+
+/// The wire filters of one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchFilters {
+    /// Live REQs (each one subscription, filters with `limit: 0`); empty unless `spec.live`.
+    pub live: Vec<Vec<Filter>>,
+    /// Historic filters with the batch's `since` and no `limit`, one per NEG-OPEN or per
+    /// paginated REQ; empty unless `spec.historic`.
+    pub historic: Vec<Filter>,
+    /// Repositories no tag filter can name (their items are still confirmed when the batch ends).
+    pub unfilterable: BTreeSet<RepoCoord>,
+}
+
+/// Builds the filters of a batch: L1 for [`Layer::Announcements`], otherwise L2/L3 for its items.
+pub fn filters_for_batch(spec: &BatchSpec, limits: &ReqLimits) -> BatchFilters {
+    let built = match spec.layer {
+        Layer::Announcements => Built { filters: l1_filters(), unfilterable: BTreeSet::new() },
+        Layer::Repos | Layer::Roots => item_filters(&spec.items),
+    };
+    let live_reqs =
+        if spec.live { pack(&live(&built.filters), limits).expect("builder filters fit a frame") } else { Vec::new() };
+    let hist = if spec.historic { historic(&built.filters, spec.since) } else { Vec::new() };
+    BatchFilters { live: live_reqs, historic: hist, unfilterable: built.unfilterable }
 }
 
 /// How a relay's subscription budget is split: slots reserved for historic work (a third,
@@ -391,6 +416,26 @@ mod tests {
         assert_eq!(small.live.reqs.len(), 1);
         assert!(small.live.uncovered.is_empty());
         assert_eq!(small.live.reqs[0][0], Filter::kinds([30617]).limit(0));
+    }
+
+    #[test]
+    fn batch_filters_follow_the_batch_spec() {
+        use crate::engine::pending::Method;
+        let spec = BatchSpec {
+            layer: Layer::Announcements,
+            items: ItemSet::new(),
+            live: true,
+            historic: true,
+            since: Some(5),
+            method: Method::Req,
+        };
+        let f = filters_for_batch(&spec, &ReqLimits::default());
+        assert_eq!(f.live, vec![vec![Filter::kinds([30617]).limit(0)]]);
+        assert_eq!(f.historic, vec![Filter::kinds([30617]).since(5)]);
+        let spec = BatchSpec { layer: Layer::Roots, items: items(0, 250), live: false, since: None, ..spec };
+        let f = filters_for_batch(&spec, &ReqLimits::default());
+        assert!(f.live.is_empty());
+        assert_eq!(f.historic.len(), 9, "three tag letters, three chunks of at most 100");
     }
 
     /// (tag letter, value) → number of filters naming it.

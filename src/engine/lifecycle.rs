@@ -43,6 +43,12 @@ impl Default for LifecycleConfig {
     }
 }
 
+impl From<&crate::config::SyncConfig> for LifecycleConfig {
+    fn from(c: &crate::config::SyncConfig) -> Self {
+        LifecycleConfig { quick_reconnect_secs: c.quick_reconnect_secs, negentropy: c.negentropy, ..Self::default() }
+    }
+}
+
 /// How to start syncing after a connection is established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectStrategy {

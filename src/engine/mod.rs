@@ -13,7 +13,7 @@ pub mod targets;
 
 pub use diff::{compute_actions, relays_to_connect, stale_items, AddFilters};
 pub use index::{RepoEntry, RepoSyncIndex};
-pub use layers::{Layer, LivePlan, ReqLimits};
+pub use layers::{filters_for_batch, BatchFilters, Layer, LivePlan, ReqLimits};
 pub use lifecycle::{ConnectPlan, ConnectStrategy, ConsolidationPlan, LifecycleConfig};
 pub use pending::{Batch, BatchId, BatchSpec, Method, PendingSyncIndex};
 pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
