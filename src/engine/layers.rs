@@ -42,7 +42,8 @@ pub const REPO_TAGS: [char; 3] = ['a', 'A', 'q'];
 pub const ROOT_TAGS: [char; 3] = ['e', 'E', 'q'];
 
 /// Limits of one REQ frame. Defaults follow strfry: `maxReqFilterSize` 200 filters per REQ;
-/// frames kept at 60,000 bytes, well under `maxWebsocketPayloadSize` 131072.
+/// frames kept at 60,000 bytes, well under `maxWebsocketPayloadSize` 131072; 100 values per
+/// tag filter (never more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReqLimits {
     pub max_filters_per_req: usize,
@@ -107,10 +108,10 @@ pub fn l3_filters(roots: &BTreeSet<Id>, chunk: usize) -> Vec<Filter> {
     out
 }
 
-/// L2 and L3 filters for `items`, largest chunks.
-pub fn item_filters(items: &ItemSet) -> Built {
-    let mut built = l2_filters(&items.repos, MAX_VALUES_PER_FILTER);
-    built.filters.extend(l3_filters(&items.root_events, MAX_VALUES_PER_FILTER));
+/// L2 and L3 filters for `items`, `chunk` values per filter (clamped to 1..=100).
+pub fn item_filters(items: &ItemSet, chunk: usize) -> Built {
+    let mut built = l2_filters(&items.repos, chunk);
+    built.filters.extend(l3_filters(&items.root_events, chunk));
     built
 }
 
@@ -166,7 +167,7 @@ pub struct BatchFilters {
 pub fn filters_for_batch(spec: &BatchSpec, limits: &ReqLimits) -> BatchFilters {
     let built = match spec.layer {
         Layer::Announcements => Built { filters: l1_filters(), unfilterable: BTreeSet::new() },
-        Layer::Repos | Layer::Roots => item_filters(&spec.items),
+        Layer::Repos | Layer::Roots => item_filters(&spec.items, limits.max_values_per_filter),
     };
     let live_reqs =
         if spec.live { pack(&live(&built.filters), limits).expect("builder filters fit a frame") } else { Vec::new() };
@@ -203,22 +204,23 @@ impl LivePlan {
     }
 }
 
-/// Items in blocks of at most [`MAX_VALUES_PER_FILTER`] (repositories first, then root
-/// events), each with its live filters.
-fn live_blocks(items: &ItemSet) -> (Vec<(ItemSet, Vec<Filter>)>, BTreeSet<RepoCoord>) {
+/// Items in blocks of at most `chunk` (repositories first, then root events), each with its
+/// live filters.
+fn live_blocks(items: &ItemSet, chunk: usize) -> (Vec<(ItemSet, Vec<Filter>)>, BTreeSet<RepoCoord>) {
+    let chunk = chunk.clamp(1, MAX_VALUES_PER_FILTER);
     let mut blocks = Vec::new();
     let mut unfilterable = BTreeSet::new();
     let repos: Vec<&RepoCoord> = items.repos.iter().collect();
-    for chunk in repos.chunks(MAX_VALUES_PER_FILTER) {
-        let set: BTreeSet<RepoCoord> = chunk.iter().map(|r| (*r).clone()).collect();
-        let built = l2_filters(&set, MAX_VALUES_PER_FILTER);
+    for block in repos.chunks(chunk) {
+        let set: BTreeSet<RepoCoord> = block.iter().map(|r| (*r).clone()).collect();
+        let built = l2_filters(&set, chunk);
         unfilterable.extend(built.unfilterable);
         blocks.push((ItemSet { repos: set, root_events: BTreeSet::new() }, live(&built.filters)));
     }
     let roots: Vec<Id> = items.root_events.iter().copied().collect();
-    for chunk in roots.chunks(MAX_VALUES_PER_FILTER) {
-        let set: BTreeSet<Id> = chunk.iter().copied().collect();
-        let filters = live(&l3_filters(&set, MAX_VALUES_PER_FILTER));
+    for block in roots.chunks(chunk) {
+        let set: BTreeSet<Id> = block.iter().copied().collect();
+        let filters = live(&l3_filters(&set, chunk));
         blocks.push((ItemSet { repos: BTreeSet::new(), root_events: set }, filters));
     }
     (blocks, unfilterable)
@@ -278,14 +280,14 @@ fn with_lengths(filters: Vec<Filter>) -> Vec<(Filter, usize)> {
 }
 
 /// Densest live set for `items` (plus L1 when `with_l1`) in at most `slots` REQs (at least
-/// one). Items go in blocks of up to 100, repositories first; once a block does not fit, it
+/// one). Items go in blocks of up to `max_values_per_filter` (≤ 100), repositories first; once a block does not fit, it
 /// and every later block are reported as `uncovered`.
 pub fn plan_live(items: &ItemSet, with_l1: bool, slots: usize, limits: &ReqLimits) -> LivePlan {
     let mut packer = Packer { limits, slots: slots.max(1), reqs: Vec::new(), size: 0 };
     if with_l1 {
         packer.place_all(&with_lengths(live(&l1_filters())));
     }
-    let (blocks, unfilterable) = live_blocks(items);
+    let (blocks, unfilterable) = live_blocks(items, limits.max_values_per_filter);
     let mut uncovered = ItemSet::new();
     let mut full = false;
     for (block, filters) in blocks {
@@ -382,7 +384,7 @@ mod tests {
 
     #[test]
     fn packing_respects_frame_and_filter_count() {
-        let built = item_filters(&items(1000, 3000));
+        let built = item_filters(&items(1000, 3000), 100);
         let limits = ReqLimits::default();
         let reqs = pack(&live(&built.filters), &limits).unwrap();
         assert!(reqs.len() > 1);
