@@ -43,6 +43,12 @@ impl Default for LifecycleConfig {
     }
 }
 
+impl From<&crate::config::SyncConfig> for LifecycleConfig {
+    fn from(c: &crate::config::SyncConfig) -> Self {
+        LifecycleConfig { quick_reconnect_secs: c.quick_reconnect_secs, negentropy: c.negentropy, ..Self::default() }
+    }
+}
+
 /// How to start syncing after a connection is established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectStrategy {
@@ -53,7 +59,8 @@ pub enum ConnectStrategy {
 }
 
 /// Chooses the strategy. Fresh on the first connect, when layer 1 never finished, after an
-/// outage longer than `quick_reconnect_secs`, or when the daily fresh start is due; otherwise a
+/// outage longer than `quick_reconnect_secs` or of unknown start (`disconnected_at` older than
+/// `last_connected`), or when the daily fresh start is due; otherwise a
 /// quick reconnect with `since = disconnected_at − margin`.
 pub fn connect_strategy(state: &RelayState, now: u64, quick_reconnect_secs: u64) -> ConnectStrategy {
     connect_strategy_with_margin(state, now, quick_reconnect_secs, CATCH_UP_MARGIN_SECS)
@@ -66,9 +73,13 @@ pub fn connect_strategy_with_margin(
     quick_reconnect_secs: u64,
     margin_secs: u64,
 ) -> ConnectStrategy {
-    let (Some(_), Some(down_at)) = (state.last_connected, state.disconnected_at) else {
+    let (Some(up_at), Some(down_at)) = (state.last_connected, state.disconnected_at) else {
         return ConnectStrategy::FreshStart;
     };
+    if down_at < up_at {
+        // The last connection's end was never recorded (crash): the outage start is unknown.
+        return ConnectStrategy::FreshStart;
+    }
     let due = state.fresh_start_due.is_some_and(|d| now >= d);
     if due || !state.announcements_synced || now.saturating_sub(down_at) > quick_reconnect_secs {
         return ConnectStrategy::FreshStart;

@@ -21,7 +21,7 @@ pub mod targets;
 pub use coordinator::{spawn_engine, EngineConfig, SyncEngine};
 pub use diff::{compute_actions, relays_to_connect, stale_items, AddFilters};
 pub use index::{RepoEntry, RepoSyncIndex};
-pub use layers::{Layer, LivePlan, ReqLimits};
+pub use layers::{filters_for_batch, BatchFilters, Layer, LivePlan, ReqLimits};
 pub use lifecycle::{ConnectPlan, ConnectStrategy, ConsolidationPlan, LifecycleConfig};
 pub use pending::{Batch, BatchId, BatchSpec, Method, PendingSyncIndex};
 pub use relay_task::{Item, RelayTarget};

@@ -40,6 +40,12 @@ fn short_outage_is_quick_with_margin_and_long_outage_is_fresh() {
 }
 
 #[test]
+fn unrecorded_disconnect_after_a_crash_is_fresh() {
+    let s = state_after_outage(5_000, 4_000);
+    assert_eq!(connect_strategy(&s, 5_100, 900), ConnectStrategy::FreshStart);
+}
+
+#[test]
 fn daily_deadline_or_unfinished_announcements_force_fresh() {
     let mut s = state_after_outage(1_000, 5_000);
     s.fresh_start_due = Some(5_010);
