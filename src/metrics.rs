@@ -17,7 +17,7 @@ pub struct RelayStatus {
     pub url: String,
     /// disconnected, connecting, syncing, connected, connected_historic_sync_failures.
     pub status: String,
-    /// healthy, degraded, rate_limited, backing_off, dead.
+    /// healthy, degraded, rate_limited, failing (backing off), dead.
     pub health: String,
     pub repos: usize,
     pub root_events: usize,
@@ -160,7 +160,7 @@ pub fn render_prometheus(s: &Status) -> String {
     for st in ["disconnected", "connecting", "syncing", "connected", "connected_historic_sync_failures"] {
         by_status.insert(st, 0);
     }
-    for h in ["healthy", "degraded", "rate_limited", "backing_off", "dead"] {
+    for h in ["healthy", "degraded", "rate_limited", "failing", "dead"] {
         by_health.insert(h, 0);
     }
     for r in &s.relays {
