@@ -5,6 +5,10 @@
 //! that a repository announcement lists. The real daemon (`grasp_sync::daemon::run`) then finds
 //! the repository, pulls its history from both remotes, follows them live and writes what is
 //! relevant into the host. The status table is printed as it goes.
+//!
+//! With `--host URL --remote URL --remote URL --metrics ADDR` it starts nothing itself: it seeds and
+//! watches relays and a `grasp-sync run` started elsewhere (`scripts/demo-strfry` does that with
+//! real strfry processes).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -100,15 +104,53 @@ async fn holdings(url: &str) -> HashSet<String> {
     ids
 }
 
+/// Where the relays and the daemon's status endpoint are, when they run outside this process.
+struct External {
+    host: String,
+    remotes: Vec<String>,
+    metrics: SocketAddr,
+}
+
+fn external_args() -> Result<Option<External>, Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let (mut host, mut remotes, mut metrics) = (None, Vec::new(), None);
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--host" => host = Some(value),
+            "--remote" => remotes.push(value),
+            "--metrics" => metrics = Some(value.parse()?),
+            _ => return Err(format!("unknown argument {flag}").into()),
+        }
+    }
+    match (host, metrics) {
+        (Some(host), Some(metrics)) if remotes.len() == 2 => Ok(Some(External { host, remotes, metrics })),
+        _ => Err("usage: demo [--host URL --remote URL --remote URL --metrics ADDR]".into()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,nostr_relay_builder=off".into()))
         .init();
-    let plugin = Plugin::new(Policy::new(RelayUrl::parse(SERVICE)?, false), AcceptedSet::new());
-    let (_host, host_url) = relay(Some(GraspPolicy(Mutex::new(plugin)))).await;
-    let (_remote_a, a) = relay(None).await;
-    let (_remote_b, b) = relay(None).await;
+    let external = external_args()?;
+    let mut relays = Vec::new();
+    let (host_url, a, b) = match &external {
+        Some(e) => (e.host.clone(), e.remotes[0].clone(), e.remotes[1].clone()),
+        None => {
+            let plugin = Plugin::new(Policy::new(RelayUrl::parse(SERVICE)?, false), AcceptedSet::new());
+            let (host, host_url) = relay(Some(GraspPolicy(Mutex::new(plugin)))).await;
+            let (remote_a, a) = relay(None).await;
+            let (remote_b, b) = relay(None).await;
+            relays.extend([host, remote_a, remote_b]);
+            (host_url, a, b)
+        }
+    };
     println!("GRASP host {host_url} (service URL {SERVICE}), remotes {a} and {b}\n");
 
     let (alice, bob, carol, mallory) = (Keys::generate(), Keys::generate(), Keys::generate(), Keys::generate());
@@ -148,16 +190,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let relevant = [&ann, &state, &issue, &patch, &comment, &status];
 
     let dir = tempfile::tempdir()?;
-    let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let config = Config::from_toml(&format!(
-        "service_url = \"{SERVICE}\"\n[host]\nurl = \"{host_url}\"\n[sync]\nallow_private_addresses = true\nbase_backoff_secs = 1\n\
-         [state]\ndir = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\n",
-        dir.path().display()
-    ))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(grasp_sync::daemon::run(config, Arc::new(NetDialer::new(true)), async move {
-        let _ = stopped.await;
-    }));
+    let (metrics, daemon) = match &external {
+        Some(e) => (e.metrics, None),
+        None => {
+            let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            let config = Config::from_toml(&format!(
+                "service_url = \"{SERVICE}\"\n[host]\nurl = \"{host_url}\"\n[sync]\nallow_private_addresses = true\nbase_backoff_secs = 1\n\
+                 [state]\ndir = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\n",
+                dir.path().display()
+            ))?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(grasp_sync::daemon::run(config, Arc::new(NetDialer::new(true)), async move {
+                let _ = stopped.await;
+            }));
+            (metrics, Some((stop, task)))
+        }
+    };
 
     let started = Instant::now();
     let want: HashSet<String> = relevant.iter().map(|e| e.id.to_hex()).collect();
@@ -198,9 +246,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(s) = fetch_status(metrics).await {
         println!("\n{}", render_table(&s));
     }
-    stop.send(()).ok();
-    daemon.await??;
-    println!("daemon stopped cleanly; state saved in {}", dir.path().display());
+    if let Some((stop, task)) = daemon {
+        stop.send(()).ok();
+        task.await??;
+        println!("daemon stopped cleanly");
+    }
+    drop(relays);
     if leaked > 0 {
         return Err("irrelevant events reached the host".into());
     }

@@ -76,3 +76,23 @@ async fn daemon_brings_exactly_the_relevant_events_and_resumes_quickly_after_res
     assert!(status.relays.iter().all(|r| r.fresh_starts == 0), "restart was quick, not fresh: {status:?}");
     stop_daemon(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_dated_announcement_published_to_the_host_after_start_is_followed() {
+    let host = TestRelay::start(None).await;
+    let remote = TestRelay::start(None).await;
+    let alice = Keys::generate();
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let daemon = start_daemon(&config(S, &host.url, None, state.path(), metrics));
+    status_until(metrics, "daemon up", |s| s.host_connected).await;
+
+    // Created an hour ago, published now: a `since` on created_at would never see it.
+    let ann = signed(&alice, 30617, vec![t("d", "late"), vec!["relays".into(), S.into(), remote.url.clone()]], "", now() - 3600);
+    let coord = format!("30617:{}:late", alice.public_key().to_hex());
+    let issue = signed(&alice, 1621, vec![t("a", &coord)], "old issue", now() - 3000);
+    remote.insert_all(std::slice::from_ref(&issue)).await;
+    host.publish(&ann).await;
+    until_host_holds(&host.url, &[&issue], 30).await;
+    stop_daemon(daemon).await;
+}

@@ -60,11 +60,11 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let policy = Policy::new(cfg.service_url.clone(), cfg.policy.require_clone);
     let started_at = now();
 
-    let (db, built) = match &cfg.host.strfry_db {
+    let (db, built, last_lev) = match &cfg.host.strfry_db {
         Some(path) => {
             let lmdb_err = |e: &dyn std::fmt::Display| StartError::Lmdb { path: path.clone(), error: e.to_string() };
             let db = Arc::new(StrfryDb::open(path).map_err(|e| lmdb_err(&e))?);
-            let (built, _, took) = load_index(&db, &policy).map_err(|e| lmdb_err(&e))?;
+            let (built, last_lev, took) = load_index(&db, &policy).map_err(|e| lmdb_err(&e))?;
             tracing::info!(
                 repos = built.index.len(),
                 roots = built.index.root_count(),
@@ -72,7 +72,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
                 ?took,
                 "index built from strfry's LMDB"
             );
-            (Some(db), built)
+            (Some(db), built, last_lev)
         }
         None => {
             let host_err =
@@ -80,7 +80,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
             let t = std::time::Instant::now();
             let (built, lookups) = bootstrap::build_over_ws(&cfg.host.url, &policy).await.map_err(host_err)?;
             tracing::info!(repos = built.index.len(), roots = built.index.root_count(), lookups, took = ?t.elapsed(), "index built by querying the host");
-            (None, built)
+            (None, built, 0)
         }
     };
 
@@ -94,7 +94,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let mut rejected = RejectedIndex::new(RejectedLimits::default());
     rejected.restore_settled(saved.settled_rejected.iter().cloned());
     let rejected = Arc::new(Mutex::new(rejected));
-    let store = Arc::new(HostStore::new(db, rejected.clone()));
+    let store = Arc::new(HostStore::new(db.clone(), rejected.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (reports_tx, reports_rx) = mpsc::channel(4096);
@@ -115,6 +115,17 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         base_backoff_secs: cfg.sync.base_backoff_secs.min(5),
         max_backoff_secs: cfg.sync.max_backoff_secs.min(30),
     };
+    // With strfry's database, every event it stores is also read by insertion order, so nothing
+    // written while the websocket was down, or back-dated, escapes the index and the view.
+    let follow_task = db.map(|db| {
+        tokio::spawn(crate::host::lmdb::follow::follow(
+            db,
+            last_lev,
+            Duration::from_secs(1),
+            stream_tx.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let stream_task = tokio::spawn(stream::run(stream_cfg, stream_tx, stop_rx));
 
     let (index_tx, index_rx) = watch::channel(built.index.clone());
@@ -147,6 +158,9 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         _ => Vec::new(),
     };
     stream_task.abort();
+    if let Some(t) = follow_task {
+        t.abort();
+    }
     server.abort();
     event_loop.save_state(unsent)?;
     tracing::info!("stopped");

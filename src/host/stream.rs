@@ -99,8 +99,15 @@ async fn follow(
     out: &mpsc::Sender<StreamEvent>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let req = json!(["REQ", "grasp-sync-host", {"kinds": STREAM_KINDS, "since": since}]);
-    ws.send(Message::text(req.to_string())).await.map_err(|e| e.to_string())?;
+    // Live: `limit: 0` asks for new events only, whatever their `created_at` (a back-dated
+    // announcement published now must be seen). Catch-up: what was stored since `since`, for the
+    // gap before this subscription. Events stored in that gap with an older `created_at` are only
+    // visible through strfry's LMDB (see `host::lmdb::follow`).
+    let live = json!(["REQ", "grasp-sync-live", {"kinds": STREAM_KINDS, "limit": 0}]);
+    let catch_up = json!(["REQ", "grasp-sync-catchup", {"kinds": STREAM_KINDS, "since": since}]);
+    for req in [live, catch_up] {
+        ws.send(Message::text(req.to_string())).await.map_err(|e| e.to_string())?;
+    }
     let mut batch: Vec<Note> = Vec::new();
     let mut flush_at: Option<Instant> = None;
     loop {

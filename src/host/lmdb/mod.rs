@@ -9,6 +9,7 @@
 //! Only `lmdb-rkv` (LMDB 0.9, lock format 1, as strfry) may touch the files: LMDB builds with
 //! another lock format cannot share an environment with strfry.
 
+pub mod follow;
 pub mod generate;
 pub mod layout;
 mod payload;
