@@ -84,7 +84,7 @@ impl StrfryDb {
             return Err(LmdbError::NotFound(dir.to_path_buf()));
         }
         let env = Environment::new()
-            .set_flags(EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS)
+            .set_flags(EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS | EnvironmentFlags::NO_READAHEAD)
             .set_max_dbs(64)
             .set_max_readers(MAX_READERS)
             .open(dir)
