@@ -13,17 +13,18 @@ pub mod generate;
 pub mod layout;
 mod payload;
 mod query;
-mod source;
+pub mod source;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use lmdb::{Cursor, Database, Environment, EnvironmentFlags, RoTransaction, Transaction};
 
 use self::layout::{table, KeyOrder, PackedEvent};
+use crate::policy::event::{parse_hex32, MAX_REFS_PER_EVENT};
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
-use crate::policy::{Facts, Id, Note};
+use crate::policy::{Facts, Id, Note, RepoCoord};
 
 pub use self::source::load_index;
 
@@ -322,6 +323,32 @@ impl<'db> Snapshot<'db> {
         self.events_of(levs)
     }
 
+    /// Events with a tag `letter` (`e`, `E` or `q`) naming one of `ids`: one walk over every
+    /// entry of that letter in the tag index.
+    pub fn referencing_scan(&self, letter: char, ids: &HashSet<Id>) -> Result<Vec<Stored<'_>>, LmdbError> {
+        let Some(l) = u8::try_from(letter).ok().filter(u8::is_ascii) else { return Ok(Vec::new()) };
+        let mut levs = Vec::new();
+        self.scan(self.t.tag, &[l], |k, v| {
+            if k.first() != Some(&l) {
+                return false;
+            }
+            let Some((s, _)) = layout::split_string_u64(k) else { return true };
+            let value = &s[1..];
+            let id: Option<Id> = match value.len() {
+                32 if l == b'e' || l == b'p' => value.try_into().ok(),
+                64 => std::str::from_utf8(value).ok().and_then(parse_hex32),
+                _ => None,
+            };
+            if id.is_some_and(|id| ids.contains(&id)) {
+                levs.push(lev_of(v));
+            }
+            true
+        })?;
+        levs.sort_unstable();
+        levs.dedup();
+        self.events_of(levs)
+    }
+
     /// The highest levId in the database (0 when empty).
     pub fn last_lev_id(&self) -> Result<u64, LmdbError> {
         let cursor = self.txn.open_ro_cursor(self.t.event)?;
@@ -397,16 +424,42 @@ fn tag_prefix(letter: char, value: &str) -> Option<Vec<u8>> {
     layout::tag_key_prefix(letter, value)
 }
 
-/// Facts from the packed tags (enough for every rule except announcements and state).
+/// Facts from the packed tags (enough for every rule except announcements and state), built
+/// the way [`Facts::from_parts`] reads the same tags, without a detour through text.
 pub fn facts_from_packed(p: &PackedEvent<'_>) -> Facts {
-    let mut tags: Vec<Vec<String>> = Vec::new();
-    for (letter, value) in p.tags() {
-        let value = match letter {
-            b'e' => hex::encode(value),
-            b'a' | b'A' | b'q' | b'E' | b'd' => String::from_utf8_lossy(value).into_owned(),
-            _ => continue,
-        };
-        tags.push(vec![char::from(letter).to_string(), value]);
+    let mut f = Facts {
+        id: p.id(),
+        pubkey: p.pubkey(),
+        kind: p.kind(),
+        created_at: p.created_at(),
+        d: None,
+        repo_refs: Vec::new(),
+        id_refs: Vec::new(),
+        announcement: None,
+    };
+    fn push<T: PartialEq>(v: &mut Vec<T>, item: Option<T>) {
+        if let Some(item) = item {
+            if v.len() < MAX_REFS_PER_EVENT && !v.contains(&item) {
+                v.push(item);
+            }
+        }
     }
-    Facts::from_parts(p.id(), p.pubkey(), p.kind(), p.created_at(), &tags)
+    fn text(v: &[u8]) -> Option<&str> {
+        std::str::from_utf8(v).ok()
+    }
+    for (letter, value) in p.tags() {
+        match letter {
+            b'd' if f.d.is_none() => f.d = Some(String::from_utf8_lossy(value).into_owned()),
+            b'a' | b'A' => push(&mut f.repo_refs, text(value).and_then(RepoCoord::parse)),
+            b'e' => push(&mut f.id_refs, value.try_into().ok()),
+            b'E' => push(&mut f.id_refs, text(value).and_then(parse_hex32)),
+            b'q' => match text(value) {
+                Some(v) if v.contains(':') => push(&mut f.repo_refs, RepoCoord::parse(v)),
+                Some(v) => push(&mut f.id_refs, parse_hex32(v)),
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    f
 }
