@@ -284,3 +284,16 @@ fn facts_from_packed_events_equal_facts_from_their_json() {
         assert_eq!(from_packed, from_json, "{}", note.id);
     }
 }
+
+#[test]
+fn reads_after_releasing_mapped_pages_see_the_same_data() {
+    let dir = copy_db("strfry-db-compressed");
+    let db = StrfryDb::open(dir.path()).unwrap();
+    let snap = db.snapshot().unwrap();
+    let before = snap.after(0, 100).unwrap().iter().map(|e| (e.lev_id, e.packed.id())).collect::<Vec<_>>();
+    let json = snap.json(3).unwrap();
+    snap.release_mapped_pages();
+    let after = snap.after(0, 100).unwrap().iter().map(|e| (e.lev_id, e.packed.id())).collect::<Vec<_>>();
+    assert_eq!(before, after);
+    assert_eq!(snap.json(3).unwrap(), json);
+}

@@ -11,6 +11,7 @@
 
 pub mod generate;
 pub mod layout;
+mod mapping;
 mod payload;
 mod query;
 pub mod source;
@@ -70,6 +71,7 @@ pub struct StrfryDb {
     all: HashMap<&'static str, Database>,
     dir: PathBuf,
     db_version: u64,
+    map: Option<mapping::MapRange>,
 }
 
 impl std::fmt::Debug for StrfryDb {
@@ -136,7 +138,8 @@ impl StrfryDb {
             kind: get(table::IDX_KIND),
             tag: get(table::IDX_TAG),
         };
-        let mut db = StrfryDb { env, t, all: handles, dir: dir.to_path_buf(), db_version: 0 };
+        let map = mapping::MapRange::find(&dir.join("data.mdb"));
+        let mut db = StrfryDb { env, t, all: handles, dir: dir.to_path_buf(), db_version: 0, map };
         db.db_version = db.check_meta()?;
         Ok(db)
     }
@@ -171,7 +174,13 @@ impl StrfryDb {
 
     /// Starts a read transaction.
     pub fn snapshot(&self) -> Result<Snapshot<'_>, LmdbError> {
-        Ok(Snapshot { t: self.t, all: &self.all, txn: self.env.begin_ro_txn()?, dicts: RefCell::new(HashMap::new()) })
+        Ok(Snapshot {
+            t: self.t,
+            all: &self.all,
+            txn: self.env.begin_ro_txn()?,
+            dicts: RefCell::new(HashMap::new()),
+            map: self.map,
+        })
     }
 }
 
@@ -191,6 +200,7 @@ pub struct Snapshot<'db> {
     all: &'db HashMap<&'static str, Database>,
     txn: RoTransaction<'db>,
     dicts: RefCell<HashMap<u32, zstd::bulk::Decompressor<'static>>>,
+    map: Option<mapping::MapRange>,
 }
 
 fn lev_of(v: &[u8]) -> u64 {
@@ -347,6 +357,14 @@ impl<'db> Snapshot<'db> {
         levs.sort_unstable();
         levs.dedup();
         self.events_of(levs)
+    }
+
+    /// Drops this process's mappings of the database pages read so far (they stay in the
+    /// kernel's page cache). Slices handed out earlier stay valid: their pages fault back in.
+    pub fn release_mapped_pages(&self) {
+        if let Some(m) = &self.map {
+            m.release();
+        }
     }
 
     /// The highest levId in the database (0 when empty).

@@ -70,5 +70,6 @@ pub fn load_index(db: &StrfryDb, policy: &Policy) -> Result<(Built, u64, Duratio
     let mut snap = db.snapshot()?;
     let last = snap.last_lev_id()?;
     let built = build::build(policy, &mut snap)?;
+    snap.release_mapped_pages();
     Ok((built, last, started.elapsed()))
 }
