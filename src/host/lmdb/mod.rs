@@ -56,7 +56,7 @@ struct Tables {
     meta: Database,
     event: Database,
     payload: Database,
-    dictionary: Database,
+    dictionary: Option<Database>,
     created_at: Database,
     id: Database,
     pubkey: Database,
@@ -90,7 +90,8 @@ impl StrfryDb {
             .set_flags(EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS | EnvironmentFlags::NO_READAHEAD)
             .set_max_dbs(64)
             .set_max_readers(MAX_READERS)
-            .open(dir)
+            // If we create lock.mdb, strfry (same group) must still be able to write it.
+            .open_with_permissions(dir, 0o664)
             .map_err(|source| LmdbError::Open { path: dir.to_path_buf(), source })?;
         let layout = |what: String| LmdbError::Layout { path: dir.to_path_buf(), what };
         let mut handles = HashMap::new();
@@ -131,7 +132,7 @@ impl StrfryDb {
             meta: get(table::META),
             event: get(table::EVENT),
             payload: get(table::EVENT_PAYLOAD),
-            dictionary: handles.get(table::COMPRESSION_DICTIONARY).copied().unwrap_or(get(table::META)),
+            dictionary: handles.get(table::COMPRESSION_DICTIONARY).copied(),
             created_at: get(table::IDX_CREATED_AT),
             id: get(table::IDX_ID),
             pubkey: get(table::IDX_PUBKEY),
@@ -407,7 +408,10 @@ impl<'db> Snapshot<'db> {
     }
 
     fn dictionary(&self, dict_id: u32) -> Result<Vec<u8>, String> {
-        match self.txn.get(self.t.dictionary, &(dict_id as u64).to_ne_bytes()) {
+        let Some(table) = self.t.dictionary else {
+            return Err(format!("compression dictionary {dict_id} is missing (no dictionary table)"));
+        };
+        match self.txn.get(table, &(dict_id as u64).to_ne_bytes()) {
             Ok(rec) => {
                 layout::fb_bytes(rec, 0).map(<[u8]>::to_vec).ok_or_else(|| "unreadable dictionary record".into())
             }
