@@ -226,3 +226,19 @@ fn large_layers_take_the_batch_scan_path_and_agree_with_the_in_memory_build() {
     assert_eq!(built.index, reference.index);
     assert_eq!(built.index.root_count(), n as usize);
 }
+
+#[test]
+fn another_database_version_is_refused_naming_the_expected_one() {
+    let dir = tempfile::tempdir().unwrap();
+    Generator::create(dir.path(), 16 << 20).unwrap().finish().unwrap();
+    {
+        use lmdb::Transaction;
+        let env = lmdb::Environment::new().set_max_dbs(64).open(dir.path()).unwrap();
+        let meta = env.open_db(Some(&layout::db_name(table::META))).unwrap();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(meta, &1u64.to_ne_bytes(), &layout::fb_write_u64s(&[2, 1, 1]), lmdb::WriteFlags::empty()).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = StrfryDb::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("strfry database version 2, expected version 3"), "{err}");
+}
