@@ -189,3 +189,56 @@ proptest! {
         prop_assert_eq!(all.len(), notes.len());
     }
 }
+
+#[test]
+fn large_layers_take_the_batch_scan_path_and_agree_with_the_in_memory_build() {
+    use grasp_sync::engine::build::{build, MemorySource};
+    use grasp_sync::host::lmdb::source::SCAN_BATCH;
+    use grasp_sync::policy::{Facts, Policy, RelayUrl};
+    let owner = "33".repeat(32);
+    let coord = format!("30617:{owner}:big");
+    let mut notes = vec![Note {
+        pubkey: owner.clone(),
+        kind: 30617,
+        tags: vec![vec!["d".into(), "big".into()], vec!["relays".into(), "wss://grasp.example.com".into()]],
+        ..note(1, 30617, 10, &[])
+    }];
+    let n = SCAN_BATCH as u64 + 100;
+    for i in 0..n {
+        notes.push(note(10 + i, 1621, 20 + i, &[("a", &coord)]));
+        let root = format!("{:064x}", 10 + i);
+        notes.push(note(100_000 + i, 1111, 30 + i, &[("E", &root), ("e", &root)]));
+        notes.push(note(200_000 + i, 1, 40 + i, &[("e", &format!("{:064x}", 300_000 + i))]));
+        // unrelated
+    }
+    let (_dir, db) = generated(&notes);
+    let policy = Policy::new(RelayUrl::parse("wss://grasp.example.com").unwrap(), false);
+    let (built, _, _) = grasp_sync::host::lmdb::load_index(&db, &policy).unwrap();
+    let mut mem = MemorySource::default();
+    for note in &notes {
+        let id = grasp_sync::policy::event::parse_hex32(&note.id).unwrap();
+        let pk = grasp_sync::policy::event::parse_hex32(&note.pubkey).unwrap();
+        mem.push(Facts::from_parts(id, pk, note.kind, note.created_at, &note.tags), &note.tags);
+    }
+    let reference = build(&policy, &mut mem).unwrap();
+    assert_eq!(built.stats.accepted_events, 1 + 2 * n as usize);
+    assert_eq!(built.stats.accepted_events, reference.stats.accepted_events);
+    assert_eq!(built.index, reference.index);
+    assert_eq!(built.index.root_count(), n as usize);
+}
+
+#[test]
+fn another_database_version_is_refused_naming_the_expected_one() {
+    let dir = tempfile::tempdir().unwrap();
+    Generator::create(dir.path(), 16 << 20).unwrap().finish().unwrap();
+    {
+        use lmdb::Transaction;
+        let env = lmdb::Environment::new().set_max_dbs(64).open(dir.path()).unwrap();
+        let meta = env.open_db(Some(&layout::db_name(table::META))).unwrap();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(meta, &1u64.to_ne_bytes(), &layout::fb_write_u64s(&[2, 1, 1]), lmdb::WriteFlags::empty()).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = StrfryDb::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("strfry database version 2, expected version 3"), "{err}");
+}

@@ -21,10 +21,32 @@ pub trait EventSource {
     /// Every stored event of this kind.
     fn events_of_kind(&mut self, kind: u64) -> Result<Vec<Facts>, Self::Error>;
     /// Every stored event with a tag `letter` whose first value is `value` (hex ids for
-    /// `e`/`E`/`q`, coordinates for `a`/`A`/`q`).
-    fn events_tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, Self::Error>;
+    /// `e`/`E`/`q`, coordinates for `a`/`A`/`q`), except those whose id `skip` names (already
+    /// decided: a source may avoid decoding them).
+    fn events_tagged(
+        &mut self,
+        letter: char,
+        value: &str,
+        skip: &dyn Fn(&Id) -> bool,
+    ) -> Result<Vec<Facts>, Self::Error>;
     /// The stored event with this id.
     fn event_by_id(&mut self, id: &Id) -> Result<Option<Facts>, Self::Error>;
+
+    /// Every stored event with a tag `letter` naming one of `ids` (hex), except those `skip`
+    /// names. A source with sorted indices may answer a large batch with one range scan
+    /// instead of one seek per id.
+    fn events_referencing(
+        &mut self,
+        letter: char,
+        ids: &[Id],
+        skip: &dyn Fn(&Id) -> bool,
+    ) -> Result<Vec<Facts>, Self::Error> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.events_tagged(letter, &hex::encode(id), skip)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Counters of one build.
@@ -168,23 +190,30 @@ impl<S: EventSource> Builder<'_, S> {
                 self.offer(found, &mut queue);
             }
         }
+        // Breadth first, one layer of newly accepted events at a time, so that the events
+        // referring to a whole layer are found in one batch per tag letter.
         let mut absent: HashSet<Id> = HashSet::new();
-        while let Some((id, refs)) = queue.pop_front() {
-            for r in refs {
-                if self.view.has_event(&r) || absent.contains(&r) {
-                    continue;
-                }
-                self.stats.lookups += 1;
-                match self.source.event_by_id(&r)? {
-                    Some(f) => self.offer(vec![f], &mut queue),
-                    None => {
-                        absent.insert(r);
+        while !queue.is_empty() {
+            let layer: Vec<(Id, Vec<Id>)> = queue.drain(..).collect();
+            for (_, refs) in &layer {
+                for r in refs {
+                    if self.view.has_event(r) || absent.contains(r) {
+                        continue;
+                    }
+                    self.stats.lookups += 1;
+                    match self.source.event_by_id(r)? {
+                        Some(f) => self.offer(vec![f], &mut queue),
+                        None => {
+                            absent.insert(*r);
+                        }
                     }
                 }
             }
-            let value = hex::encode(id);
+            let ids: Vec<Id> = layer.into_iter().map(|(id, _)| id).collect();
             for letter in ID_LETTERS {
-                let found = self.tagged(letter, &value)?;
+                self.stats.lookups += 1;
+                let view = &self.view;
+                let found = self.source.events_referencing(letter, &ids, &|id| view.has_event(id))?;
                 self.offer(found, &mut queue);
             }
         }
@@ -193,7 +222,8 @@ impl<S: EventSource> Builder<'_, S> {
 
     fn tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, S::Error> {
         self.stats.lookups += 1;
-        self.source.events_tagged(letter, value)
+        let view = &self.view;
+        self.source.events_tagged(letter, value, &|id| view.has_event(id))
     }
 
     /// Decides candidates found through a reference; accepted ones join the walk.
@@ -221,12 +251,14 @@ impl<S: EventSource> Builder<'_, S> {
 #[derive(Debug, Clone, Default)]
 pub struct MemorySource {
     events: Vec<(Facts, Vec<(char, String)>)>,
+    by_tag: HashMap<(char, String), Vec<usize>>,
+    by_id: HashMap<Id, usize>,
 }
 
 impl MemorySource {
     /// Adds an event: its facts and its tags (name, first value).
     pub fn push(&mut self, facts: Facts, tags: &[Vec<String>]) {
-        let tags = tags
+        let tags: Vec<(char, String)> = tags
             .iter()
             .filter_map(|t| {
                 let mut name = t.first()?.chars();
@@ -236,6 +268,14 @@ impl MemorySource {
                 }
             })
             .collect();
+        let at = self.events.len();
+        for t in &tags {
+            let list = self.by_tag.entry(t.clone()).or_default();
+            if list.last() != Some(&at) {
+                list.push(at);
+            }
+        }
+        self.by_id.entry(facts.id).or_insert(at);
         self.events.push((facts, tags));
     }
 
@@ -256,17 +296,18 @@ impl EventSource for MemorySource {
         Ok(self.events.iter().filter(|(f, _)| f.kind == kind).map(|(f, _)| f.clone()).collect())
     }
 
-    fn events_tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, Self::Error> {
-        Ok(self
-            .events
-            .iter()
-            .filter(|(_, tags)| tags.iter().any(|(l, v)| *l == letter && v == value))
-            .map(|(f, _)| f.clone())
-            .collect())
+    fn events_tagged(
+        &mut self,
+        letter: char,
+        value: &str,
+        skip: &dyn Fn(&Id) -> bool,
+    ) -> Result<Vec<Facts>, Self::Error> {
+        let Some(list) = self.by_tag.get(&(letter, value.to_string())) else { return Ok(Vec::new()) };
+        Ok(list.iter().map(|&i| &self.events[i].0).filter(|f| !skip(&f.id)).cloned().collect())
     }
 
     fn event_by_id(&mut self, id: &Id) -> Result<Option<Facts>, Self::Error> {
-        Ok(self.events.iter().find(|(f, _)| f.id == *id).map(|(f, _)| f.clone()))
+        Ok(self.by_id.get(id).map(|&i| self.events[i].0.clone()))
     }
 }
 

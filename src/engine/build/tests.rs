@@ -167,8 +167,14 @@ fn world() -> impl Strategy<Value = MemorySource> {
             }
             // Storage order must not matter: rotate by a random amount.
             let len = src.events.len().max(1);
-            src.events.rotate_left((seed as usize) % len);
-            src
+            let mut events = src.events;
+            events.rotate_left(seed as usize % len);
+            let mut rotated = MemorySource::default();
+            for (f, tags) in events {
+                let tags: Vec<Vec<String>> = tags.into_iter().map(|(c, v)| vec![c.to_string(), v]).collect();
+                rotated.push(f, &tags);
+            }
+            rotated
         })
 }
 

@@ -134,7 +134,7 @@ impl Generator {
             return Err(GenerateError::Other(format!("{}: a database exists already", dir.display())));
         }
         let env = Environment::new()
-            .set_flags(EnvironmentFlags::NO_SYNC | EnvironmentFlags::NO_META_SYNC | EnvironmentFlags::WRITE_MAP)
+            .set_flags(EnvironmentFlags::NO_SYNC | EnvironmentFlags::NO_META_SYNC)
             .set_max_dbs(64)
             .set_max_readers(MAX_READERS)
             .set_map_size(map_size)

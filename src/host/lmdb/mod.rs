@@ -12,19 +12,21 @@
 pub mod follow;
 pub mod generate;
 pub mod layout;
+mod mapping;
 mod payload;
 mod query;
-mod source;
+pub mod source;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use lmdb::{Cursor, Database, Environment, EnvironmentFlags, RoTransaction, Transaction};
 
 use self::layout::{table, KeyOrder, PackedEvent};
+use crate::policy::event::{parse_hex32, MAX_REFS_PER_EVENT};
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
-use crate::policy::{Facts, Id, Note};
+use crate::policy::{Facts, Id, Note, RepoCoord};
 
 pub use self::source::load_index;
 
@@ -55,7 +57,7 @@ struct Tables {
     meta: Database,
     event: Database,
     payload: Database,
-    dictionary: Database,
+    dictionary: Option<Database>,
     created_at: Database,
     id: Database,
     pubkey: Database,
@@ -70,6 +72,7 @@ pub struct StrfryDb {
     all: HashMap<&'static str, Database>,
     dir: PathBuf,
     db_version: u64,
+    map: Option<mapping::MapRange>,
 }
 
 impl std::fmt::Debug for StrfryDb {
@@ -85,10 +88,11 @@ impl StrfryDb {
             return Err(LmdbError::NotFound(dir.to_path_buf()));
         }
         let env = Environment::new()
-            .set_flags(EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS)
+            .set_flags(EnvironmentFlags::READ_ONLY | EnvironmentFlags::NO_TLS | EnvironmentFlags::NO_READAHEAD)
             .set_max_dbs(64)
             .set_max_readers(MAX_READERS)
-            .open(dir)
+            // If we create lock.mdb, strfry (same group) must still be able to write it.
+            .open_with_permissions(dir, 0o664)
             .map_err(|source| LmdbError::Open { path: dir.to_path_buf(), source })?;
         let layout = |what: String| LmdbError::Layout { path: dir.to_path_buf(), what };
         let mut handles = HashMap::new();
@@ -129,14 +133,15 @@ impl StrfryDb {
             meta: get(table::META),
             event: get(table::EVENT),
             payload: get(table::EVENT_PAYLOAD),
-            dictionary: handles.get(table::COMPRESSION_DICTIONARY).copied().unwrap_or(get(table::META)),
+            dictionary: handles.get(table::COMPRESSION_DICTIONARY).copied(),
             created_at: get(table::IDX_CREATED_AT),
             id: get(table::IDX_ID),
             pubkey: get(table::IDX_PUBKEY),
             kind: get(table::IDX_KIND),
             tag: get(table::IDX_TAG),
         };
-        let mut db = StrfryDb { env, t, all: handles, dir: dir.to_path_buf(), db_version: 0 };
+        let map = mapping::MapRange::find(&dir.join("data.mdb"));
+        let mut db = StrfryDb { env, t, all: handles, dir: dir.to_path_buf(), db_version: 0, map };
         db.db_version = db.check_meta()?;
         Ok(db)
     }
@@ -171,7 +176,13 @@ impl StrfryDb {
 
     /// Starts a read transaction.
     pub fn snapshot(&self) -> Result<Snapshot<'_>, LmdbError> {
-        Ok(Snapshot { t: self.t, all: &self.all, txn: self.env.begin_ro_txn()?, dicts: RefCell::new(HashMap::new()) })
+        Ok(Snapshot {
+            t: self.t,
+            all: &self.all,
+            txn: self.env.begin_ro_txn()?,
+            dicts: RefCell::new(HashMap::new()),
+            map: self.map,
+        })
     }
 }
 
@@ -191,6 +202,7 @@ pub struct Snapshot<'db> {
     all: &'db HashMap<&'static str, Database>,
     txn: RoTransaction<'db>,
     dicts: RefCell<HashMap<u32, zstd::bulk::Decompressor<'static>>>,
+    map: Option<mapping::MapRange>,
 }
 
 fn lev_of(v: &[u8]) -> u64 {
@@ -323,6 +335,40 @@ impl<'db> Snapshot<'db> {
         self.events_of(levs)
     }
 
+    /// Events with a tag `letter` (`e`, `E` or `q`) naming one of `ids`: one walk over every
+    /// entry of that letter in the tag index.
+    pub fn referencing_scan(&self, letter: char, ids: &HashSet<Id>) -> Result<Vec<Stored<'_>>, LmdbError> {
+        let Some(l) = u8::try_from(letter).ok().filter(u8::is_ascii) else { return Ok(Vec::new()) };
+        let mut levs = Vec::new();
+        self.scan(self.t.tag, &[l], |k, v| {
+            if k.first() != Some(&l) {
+                return false;
+            }
+            let Some((s, _)) = layout::split_string_u64(k) else { return true };
+            let value = &s[1..];
+            let id: Option<Id> = match value.len() {
+                32 if l == b'e' || l == b'p' => value.try_into().ok(),
+                64 => std::str::from_utf8(value).ok().and_then(parse_hex32),
+                _ => None,
+            };
+            if id.is_some_and(|id| ids.contains(&id)) {
+                levs.push(lev_of(v));
+            }
+            true
+        })?;
+        levs.sort_unstable();
+        levs.dedup();
+        self.events_of(levs)
+    }
+
+    /// Drops this process's mappings of the database pages read so far (they stay in the
+    /// kernel's page cache). Slices handed out earlier stay valid: their pages fault back in.
+    pub fn release_mapped_pages(&self) {
+        if let Some(m) = &self.map {
+            m.release();
+        }
+    }
+
     /// The highest levId in the database (0 when empty).
     pub fn last_lev_id(&self) -> Result<u64, LmdbError> {
         let cursor = self.txn.open_ro_cursor(self.t.event)?;
@@ -363,7 +409,10 @@ impl<'db> Snapshot<'db> {
     }
 
     fn dictionary(&self, dict_id: u32) -> Result<Vec<u8>, String> {
-        match self.txn.get(self.t.dictionary, &(dict_id as u64).to_ne_bytes()) {
+        let Some(table) = self.t.dictionary else {
+            return Err(format!("compression dictionary {dict_id} is missing (no dictionary table)"));
+        };
+        match self.txn.get(table, &(dict_id as u64).to_ne_bytes()) {
             Ok(rec) => {
                 layout::fb_bytes(rec, 0).map(<[u8]>::to_vec).ok_or_else(|| "unreadable dictionary record".into())
             }
@@ -398,16 +447,42 @@ fn tag_prefix(letter: char, value: &str) -> Option<Vec<u8>> {
     layout::tag_key_prefix(letter, value)
 }
 
-/// Facts from the packed tags (enough for every rule except announcements and state).
+/// Facts from the packed tags (enough for every rule except announcements and state), built
+/// the way [`Facts::from_parts`] reads the same tags, without a detour through text.
 pub fn facts_from_packed(p: &PackedEvent<'_>) -> Facts {
-    let mut tags: Vec<Vec<String>> = Vec::new();
-    for (letter, value) in p.tags() {
-        let value = match letter {
-            b'e' => hex::encode(value),
-            b'a' | b'A' | b'q' | b'E' | b'd' => String::from_utf8_lossy(value).into_owned(),
-            _ => continue,
-        };
-        tags.push(vec![char::from(letter).to_string(), value]);
+    let mut f = Facts {
+        id: p.id(),
+        pubkey: p.pubkey(),
+        kind: p.kind(),
+        created_at: p.created_at(),
+        d: None,
+        repo_refs: Vec::new(),
+        id_refs: Vec::new(),
+        announcement: None,
+    };
+    fn push<T: PartialEq>(v: &mut Vec<T>, item: Option<T>) {
+        if let Some(item) = item {
+            if v.len() < MAX_REFS_PER_EVENT && !v.contains(&item) {
+                v.push(item);
+            }
+        }
     }
-    Facts::from_parts(p.id(), p.pubkey(), p.kind(), p.created_at(), &tags)
+    fn text(v: &[u8]) -> Option<&str> {
+        std::str::from_utf8(v).ok()
+    }
+    for (letter, value) in p.tags() {
+        match letter {
+            b'd' if f.d.is_none() => f.d = Some(String::from_utf8_lossy(value).into_owned()),
+            b'a' | b'A' => push(&mut f.repo_refs, text(value).and_then(RepoCoord::parse)),
+            b'e' => push(&mut f.id_refs, value.try_into().ok()),
+            b'E' => push(&mut f.id_refs, text(value).and_then(parse_hex32)),
+            b'q' => match text(value) {
+                Some(v) if v.contains(':') => push(&mut f.repo_refs, RepoCoord::parse(v)),
+                Some(v) => push(&mut f.id_refs, parse_hex32(v)),
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    f
 }

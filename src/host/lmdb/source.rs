@@ -20,8 +20,33 @@ impl EventSource for Snapshot<'_> {
         self.all_facts(events)
     }
 
-    fn events_tagged(&mut self, letter: char, value: &str) -> Result<Vec<Facts>, LmdbError> {
-        let events = self.by_tag(letter, value, 0, u64::MAX)?;
+    fn events_tagged(
+        &mut self,
+        letter: char,
+        value: &str,
+        skip: &dyn Fn(&Id) -> bool,
+    ) -> Result<Vec<Facts>, LmdbError> {
+        let mut events = self.by_tag(letter, value, 0, u64::MAX)?;
+        events.retain(|e| !skip(&e.packed.id()));
+        self.all_facts(events)
+    }
+
+    fn events_referencing(
+        &mut self,
+        letter: char,
+        ids: &[Id],
+        skip: &dyn Fn(&Id) -> bool,
+    ) -> Result<Vec<Facts>, LmdbError> {
+        let mut events = if ids.len() >= SCAN_BATCH {
+            self.referencing_scan(letter, &ids.iter().copied().collect())?
+        } else {
+            let mut v = Vec::new();
+            for id in ids {
+                v.extend(self.by_tag(letter, &hex::encode(id), 0, u64::MAX)?);
+            }
+            v
+        };
+        events.retain(|e| !skip(&e.packed.id()));
         self.all_facts(events)
     }
 
@@ -33,6 +58,10 @@ impl EventSource for Snapshot<'_> {
     }
 }
 
+/// From this many ids on, events referring to them are found by one walk over the letter's
+/// part of the tag index (sequential pages) rather than one seek per id.
+pub const SCAN_BATCH: usize = 2_000;
+
 /// Builds the accepted view and repo index from strfry's database in one read transaction.
 /// Returns the result, the highest levId it covers (follow newer events from there) and the
 /// time taken.
@@ -41,5 +70,6 @@ pub fn load_index(db: &StrfryDb, policy: &Policy) -> Result<(Built, u64, Duratio
     let mut snap = db.snapshot()?;
     let last = snap.last_lev_id()?;
     let built = build::build(policy, &mut snap)?;
+    snap.release_mapped_pages();
     Ok((built, last, started.elapsed()))
 }

@@ -1,0 +1,150 @@
+//! The reader beside a running strfry: events published over a websocket while the reader's
+//! environment is open are visible to the next snapshot. Needs a strfry binary ($STRFRY_BIN or
+//! `strfry` on PATH); without one the test prints `skipped: no strfry` and passes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use grasp_sync::host::lmdb::{load_index, StrfryDb};
+use grasp_sync::policy::event::parse_hex32;
+use grasp_sync::policy::{Policy, RelayUrl};
+use nostr::prelude::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const SERVICE: &str = "wss://grasp.example.com";
+
+fn strfry_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STRFRY_BIN").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("strfry")).find(|p| p.is_file())
+}
+
+/// The strfry process; killed when dropped.
+struct Strfry(Child);
+impl Drop for Strfry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_strfry(bin: &Path, dir: &Path, port: u16) -> Strfry {
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let conf = dir.join("strfry.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "db = \"{}/\"\nrelay {{\n  bind = \"127.0.0.1\"\n  port = {port}\n  nofiles = 0\n  auth {{\n    enabled = false\n  }}\n}}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg(format!("--config={}", conf.display()))
+        .arg("relay")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start strfry");
+    let s = Strfry(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "strfry did not listen on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s
+}
+
+fn sign(keys: &Keys, kind: u16, tags: Vec<Vec<String>>) -> Event {
+    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
+    EventBuilder::new(Kind::Custom(kind), "").tags(tags).finalize(keys).unwrap()
+}
+
+async fn publish(port: u16, events: &[Event]) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap();
+    for ev in events {
+        let msg = format!("[\"EVENT\",{}]", ev.as_json());
+        ws.send(Message::text(msg)).await.unwrap();
+        // Wait for strfry's OK for this event.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, ws.next()).await.expect("OK in time").unwrap().unwrap();
+            let Message::Text(text) = frame else { continue };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v[0] == "OK" && v[1] == ev.id.to_hex() {
+                assert_eq!(v[2], true, "strfry stored {}: {}", ev.id, v[3]);
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_sees_events_published_to_a_running_strfry() {
+    let Some(bin) = strfry_bin() else {
+        println!("skipped: no strfry");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _strfry = start_strfry(&bin, dir.path(), port);
+    // strfry creates its database at start; open the reader now and keep it open throughout.
+    let db_dir = dir.path().join("db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match StrfryDb::open(&db_dir) {
+            Ok(db) => break db,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot open strfry's database: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let before = db.snapshot().unwrap();
+    assert_eq!(before.event_count().unwrap(), 0);
+
+    let owner = Keys::parse(&"01".repeat(32)).unwrap();
+    let other = Keys::parse(&"02".repeat(32)).unwrap();
+    let ann = sign(&owner, 30617, vec![vec!["d".into(), "repo".into()], vec!["relays".into(), SERVICE.into()]]);
+    let coord = format!("30617:{}:repo", owner.public_key().to_hex());
+    let issue = sign(&other, 1621, vec![vec!["a".into(), coord.clone()]]);
+    let comment = sign(&owner, 1111, vec![vec!["E".into(), issue.id.to_hex()]]);
+    let junk = sign(&other, 1, vec![]);
+    publish(port, &[ann.clone(), issue.clone(), comment.clone(), junk]).await;
+
+    // A snapshot taken before the writes keeps its view; a new one sees them.
+    assert_eq!(before.event_count().unwrap(), 0);
+    drop(before);
+    let snap = db.snapshot().unwrap();
+    assert_eq!(snap.event_count().unwrap(), 4);
+    let found = snap.by_id(&parse_hex32(&issue.id.to_hex()).unwrap()).unwrap().expect("issue stored");
+    assert_eq!(snap.note(found.lev_id).unwrap().id, issue.id.to_hex());
+    assert_eq!(snap.by_tag('a', &coord, 0, u64::MAX).unwrap().len(), 1);
+    assert_eq!(snap.by_tag('E', &issue.id.to_hex(), 0, u64::MAX).unwrap().len(), 1);
+    drop(snap);
+
+    let policy = Policy::new(RelayUrl::parse(SERVICE).unwrap(), false);
+    let (built, last, _) = load_index(&db, &policy).unwrap();
+    assert_eq!(last, 4);
+    assert_eq!(built.stats.accepted_events, 3, "announcement, issue and comment; not the unrelated note");
+    let entry = built.index.repos().next().unwrap().1;
+    assert_eq!(entry.root_events.len(), 1);
+
+    // Events written after the build are found after its last levId.
+    let late = sign(&other, 1621, vec![vec!["a".into(), coord], vec!["subject".into(), "late".into()]]);
+    publish(port, std::slice::from_ref(&late)).await;
+    let snap = db.snapshot().unwrap();
+    let newer = snap.after(last, 100).unwrap();
+    assert_eq!(newer.len(), 1);
+    assert_eq!(hex::encode(newer[0].packed.id()), late.id.to_hex());
+}
