@@ -88,7 +88,13 @@ async fn back_dated_announcement_published_to_the_host_after_start_is_followed()
     status_until(metrics, "daemon up", |s| s.host_connected).await;
 
     // Created an hour ago, published now: a `since` on created_at would never see it.
-    let ann = signed(&alice, 30617, vec![t("d", "late"), vec!["relays".into(), S.into(), remote.url.clone()]], "", now() - 3600);
+    let ann = signed(
+        &alice,
+        30617,
+        vec![t("d", "late"), vec!["relays".into(), S.into(), remote.url.clone()]],
+        "",
+        now() - 3600,
+    );
     let coord = format!("30617:{}:late", alice.public_key().to_hex());
     let issue = signed(&alice, 1621, vec![t("a", &coord)], "old issue", now() - 3000);
     remote.insert_all(std::slice::from_ref(&issue)).await;

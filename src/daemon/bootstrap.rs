@@ -98,8 +98,24 @@ impl EventSource for WsSource {
         self.query_all(Filter::kinds([kind]))
     }
 
-    fn events_tagged(&mut self, letter: char, value: &str) -> anyhow::Result<Vec<Facts>> {
-        self.query_all(Filter::default().tag(letter, [value.to_string()]))
+    fn events_tagged(&mut self, letter: char, value: &str, skip: &dyn Fn(&Id) -> bool) -> anyhow::Result<Vec<Facts>> {
+        let found = self.query_all(Filter::default().tag(letter, [value.to_string()]))?;
+        Ok(found.into_iter().filter(|f| !skip(&f.id)).collect())
+    }
+
+    /// One query per 100 ids instead of one per id.
+    fn events_referencing(
+        &mut self,
+        letter: char,
+        ids: &[Id],
+        skip: &dyn Fn(&Id) -> bool,
+    ) -> anyhow::Result<Vec<Facts>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(100) {
+            let found = self.query_all(Filter::default().tag(letter, chunk.iter().map(hex::encode)))?;
+            out.extend(found.into_iter().filter(|f| !skip(&f.id)));
+        }
+        Ok(out)
     }
 
     fn event_by_id(&mut self, id: &Id) -> anyhow::Result<Option<Facts>> {
