@@ -44,7 +44,8 @@ struct Job {
 }
 
 enum Sub {
-    Live(Vec<Filter>),
+    /// Live filters, and whether the relay has answered EOSE (the subscription is in place).
+    Live(Vec<Filter>, bool),
     Neg {
         batch: Option<u64>,
         filter: Filter,
@@ -273,7 +274,7 @@ impl<'a> Session<'a> {
     }
 
     fn live_count(&self) -> usize {
-        self.subs.values().filter(|s| matches!(s, Sub::Live(_))).count()
+        self.subs.values().filter(|s| matches!(s, Sub::Live(..))).count()
     }
 
     fn in_cooldown(&self) -> bool {
@@ -299,7 +300,9 @@ impl<'a> Session<'a> {
             self.start(job).await?;
         }
         let open = self.subs.len();
+        let ready = self.subs.values().filter(|s| matches!(s, Sub::Live(_, true))).count();
         self.report(|r| {
+            r.live_ready = ready;
             r.max_open_subscriptions = r.max_open_subscriptions.max(open);
             r.subscription_budget = self.mem.budget;
         });
@@ -359,7 +362,7 @@ impl<'a> Session<'a> {
     async fn open_live(&mut self, filters: Vec<Filter>) -> Step {
         let sub = self.sub_id("live");
         if self.send(ClientMsg::Req { sub: sub.clone(), filters: filters.clone() }).await? {
-            self.subs.insert(sub, Sub::Live(filters));
+            self.subs.insert(sub, Sub::Live(filters, false));
         }
         Ok(())
     }
@@ -390,9 +393,9 @@ impl<'a> Session<'a> {
     async fn consolidate(&mut self, extra: Vec<Filter>) -> Step {
         let mut all: BTreeSet<Filter> = extra.into_iter().collect();
         let live: Vec<String> =
-            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Live(_))).map(|(k, _)| k.clone()).collect();
+            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Live(..))).map(|(k, _)| k.clone()).collect();
         for sub in live {
-            if let Some(Sub::Live(fs)) = self.subs.remove(&sub) {
+            if let Some(Sub::Live(fs, _)) = self.subs.remove(&sub) {
                 all.extend(fs);
             }
             self.send(ClientMsg::Close(sub)).await?;
@@ -411,10 +414,14 @@ impl<'a> Session<'a> {
         for group in groups {
             self.open_live(group).await?;
         }
-        self.report(|r| r.consolidations += 1);
         let since = unix_now().saturating_sub(self.ctx.settings.catchup_margin.as_secs());
         let confirmed: Vec<Item> = std::mem::take(&mut self.mem.confirmed).into_iter().collect();
         self.start_items(confirmed, Some(since), false);
+        let ready = self.subs.values().filter(|s| matches!(s, Sub::Live(_, true))).count();
+        self.report(|r| {
+            r.consolidations += 1;
+            r.live_ready = ready;
+        });
         Ok(())
     }
 
@@ -472,7 +479,7 @@ impl<'a> Session<'a> {
     /// Puts a subscription's work back in the queue (after a rate limit or overflow).
     fn requeue(&mut self, sub: Sub) {
         let job = match sub {
-            Sub::Live(fs) => Job { batch: None, kind: JobKind::Live(fs) },
+            Sub::Live(fs, _) => Job { batch: None, kind: JobKind::Live(fs) },
             Sub::Neg { batch, filter, .. } => Job { batch, kind: JobKind::Neg(filter) },
             Sub::Page { batch, pager, .. } => Job { batch, kind: JobKind::Page(pager) },
             Sub::Ids { batch, chunk } => Job { batch, kind: JobKind::Ids(chunk) },
@@ -553,7 +560,7 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         let wanted = match self.subs.get_mut(&sub) {
-            Some(Sub::Live(fs)) => fs.iter().any(|f| f.matches(&note)),
+            Some(Sub::Live(fs, _)) => fs.iter().any(|f| f.matches(&note)),
             Some(Sub::Page { pager, filter, .. }) => filter.matches(&note) && pager.on_event(&note.id, note.created_at),
             Some(Sub::Ids { chunk, .. }) => chunk.on_event(&id),
             Some(Sub::Neg { .. }) | None => false,
@@ -568,6 +575,9 @@ impl<'a> Session<'a> {
 
     async fn on_eose(&mut self, sub: String) -> Step {
         match self.subs.remove(&sub) {
+            Some(Sub::Live(fs, _)) => {
+                self.subs.insert(sub, Sub::Live(fs, true));
+            }
             Some(Sub::Page { batch, mut pager, .. }) => {
                 self.send(ClientMsg::Close(sub)).await?;
                 match pager.on_eose() {

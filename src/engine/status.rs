@@ -95,6 +95,8 @@ pub struct RelayReport {
     pub historic_failures: u64,
     pub rate_limited: u64,
     pub consolidations: u64,
+    /// Live subscriptions the relay has confirmed with EOSE.
+    pub live_ready: usize,
     /// Most subscriptions open at once.
     pub max_open_subscriptions: usize,
     pub subscription_budget: usize,
