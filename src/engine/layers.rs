@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::engine::pending::BatchSpec;
 use crate::engine::targets::ItemSet;
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
 use crate::policy::{Id, RepoCoord};
@@ -41,7 +42,8 @@ pub const REPO_TAGS: [char; 3] = ['a', 'A', 'q'];
 pub const ROOT_TAGS: [char; 3] = ['e', 'E', 'q'];
 
 /// Limits of one REQ frame. Defaults follow strfry: `maxReqFilterSize` 200 filters per REQ;
-/// frames kept at 60,000 bytes, well under `maxWebsocketPayloadSize` 131072.
+/// frames kept at 60,000 bytes, well under `maxWebsocketPayloadSize` 131072; 100 values per
+/// tag filter (never more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReqLimits {
     pub max_filters_per_req: usize,
@@ -106,10 +108,10 @@ pub fn l3_filters(roots: &BTreeSet<Id>, chunk: usize) -> Vec<Filter> {
     out
 }
 
-/// L2 and L3 filters for `items`, largest chunks.
-pub fn item_filters(items: &ItemSet) -> Built {
-    let mut built = l2_filters(&items.repos, MAX_VALUES_PER_FILTER);
-    built.filters.extend(l3_filters(&items.root_events, MAX_VALUES_PER_FILTER));
+/// L2 and L3 filters for `items`, `chunk` values per filter (clamped to 1..=100).
+pub fn item_filters(items: &ItemSet, chunk: usize) -> Built {
+    let mut built = l2_filters(&items.repos, chunk);
+    built.filters.extend(l3_filters(&items.root_events, chunk));
     built
 }
 
@@ -149,6 +151,30 @@ pub fn pack(filters: &[Filter], limits: &ReqLimits) -> Result<Vec<Vec<Filter>>, 
     Ok(packer.reqs)
 }
 
+/// The wire filters of one batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchFilters {
+    /// Live REQs (each one subscription, filters with `limit: 0`); empty unless `spec.live`.
+    pub live: Vec<Vec<Filter>>,
+    /// Historic filters with the batch's `since` and no `limit`, one per NEG-OPEN or per
+    /// paginated REQ; empty unless `spec.historic`.
+    pub historic: Vec<Filter>,
+    /// Repositories no tag filter can name (their items are still confirmed when the batch ends).
+    pub unfilterable: BTreeSet<RepoCoord>,
+}
+
+/// Builds the filters of a batch: L1 for [`Layer::Announcements`], otherwise L2/L3 for its items.
+pub fn filters_for_batch(spec: &BatchSpec, limits: &ReqLimits) -> BatchFilters {
+    let built = match spec.layer {
+        Layer::Announcements => Built { filters: l1_filters(), unfilterable: BTreeSet::new() },
+        Layer::Repos | Layer::Roots => item_filters(&spec.items, limits.max_values_per_filter),
+    };
+    let live_reqs =
+        if spec.live { pack(&live(&built.filters), limits).expect("builder filters fit a frame") } else { Vec::new() };
+    let hist = if spec.historic { historic(&built.filters, spec.since) } else { Vec::new() };
+    BatchFilters { live: live_reqs, historic: hist, unfilterable: built.unfilterable }
+}
+
 /// How a relay's subscription budget is split: slots reserved for historic work (a third,
 /// at least one) and the rest for live REQs.
 pub fn historic_slots(max_subscriptions: usize) -> usize {
@@ -178,22 +204,23 @@ impl LivePlan {
     }
 }
 
-/// Items in blocks of at most [`MAX_VALUES_PER_FILTER`] (repositories first, then root
-/// events), each with its live filters.
-fn live_blocks(items: &ItemSet) -> (Vec<(ItemSet, Vec<Filter>)>, BTreeSet<RepoCoord>) {
+/// Items in blocks of at most `chunk` (repositories first, then root events), each with its
+/// live filters.
+fn live_blocks(items: &ItemSet, chunk: usize) -> (Vec<(ItemSet, Vec<Filter>)>, BTreeSet<RepoCoord>) {
+    let chunk = chunk.clamp(1, MAX_VALUES_PER_FILTER);
     let mut blocks = Vec::new();
     let mut unfilterable = BTreeSet::new();
     let repos: Vec<&RepoCoord> = items.repos.iter().collect();
-    for chunk in repos.chunks(MAX_VALUES_PER_FILTER) {
-        let set: BTreeSet<RepoCoord> = chunk.iter().map(|r| (*r).clone()).collect();
-        let built = l2_filters(&set, MAX_VALUES_PER_FILTER);
+    for block in repos.chunks(chunk) {
+        let set: BTreeSet<RepoCoord> = block.iter().map(|r| (*r).clone()).collect();
+        let built = l2_filters(&set, chunk);
         unfilterable.extend(built.unfilterable);
         blocks.push((ItemSet { repos: set, root_events: BTreeSet::new() }, live(&built.filters)));
     }
     let roots: Vec<Id> = items.root_events.iter().copied().collect();
-    for chunk in roots.chunks(MAX_VALUES_PER_FILTER) {
-        let set: BTreeSet<Id> = chunk.iter().copied().collect();
-        let filters = live(&l3_filters(&set, MAX_VALUES_PER_FILTER));
+    for block in roots.chunks(chunk) {
+        let set: BTreeSet<Id> = block.iter().copied().collect();
+        let filters = live(&l3_filters(&set, chunk));
         blocks.push((ItemSet { repos: BTreeSet::new(), root_events: set }, filters));
     }
     (blocks, unfilterable)
@@ -253,14 +280,14 @@ fn with_lengths(filters: Vec<Filter>) -> Vec<(Filter, usize)> {
 }
 
 /// Densest live set for `items` (plus L1 when `with_l1`) in at most `slots` REQs (at least
-/// one). Items go in blocks of up to 100, repositories first; once a block does not fit, it
+/// one). Items go in blocks of up to `max_values_per_filter` (≤ 100), repositories first; once a block does not fit, it
 /// and every later block are reported as `uncovered`.
 pub fn plan_live(items: &ItemSet, with_l1: bool, slots: usize, limits: &ReqLimits) -> LivePlan {
     let mut packer = Packer { limits, slots: slots.max(1), reqs: Vec::new(), size: 0 };
     if with_l1 {
         packer.place_all(&with_lengths(live(&l1_filters())));
     }
-    let (blocks, unfilterable) = live_blocks(items);
+    let (blocks, unfilterable) = live_blocks(items, limits.max_values_per_filter);
     let mut uncovered = ItemSet::new();
     let mut full = false;
     for (block, filters) in blocks {
@@ -357,7 +384,7 @@ mod tests {
 
     #[test]
     fn packing_respects_frame_and_filter_count() {
-        let built = item_filters(&items(1000, 3000));
+        let built = item_filters(&items(1000, 3000), 100);
         let limits = ReqLimits::default();
         let reqs = pack(&live(&built.filters), &limits).unwrap();
         assert!(reqs.len() > 1);
@@ -391,6 +418,26 @@ mod tests {
         assert_eq!(small.live.reqs.len(), 1);
         assert!(small.live.uncovered.is_empty());
         assert_eq!(small.live.reqs[0][0], Filter::kinds([30617]).limit(0));
+    }
+
+    #[test]
+    fn batch_filters_follow_the_batch_spec() {
+        use crate::engine::pending::Method;
+        let spec = BatchSpec {
+            layer: Layer::Announcements,
+            items: ItemSet::new(),
+            live: true,
+            historic: true,
+            since: Some(5),
+            method: Method::Req,
+        };
+        let f = filters_for_batch(&spec, &ReqLimits::default());
+        assert_eq!(f.live, vec![vec![Filter::kinds([30617]).limit(0)]]);
+        assert_eq!(f.historic, vec![Filter::kinds([30617]).since(5)]);
+        let spec = BatchSpec { layer: Layer::Roots, items: items(0, 250), live: false, since: None, ..spec };
+        let f = filters_for_batch(&spec, &ReqLimits::default());
+        assert!(f.live.is_empty());
+        assert_eq!(f.historic.len(), 9, "three tag letters, three chunks of at most 100");
     }
 
     /// (tag letter, value) → number of filters naming it.

@@ -96,8 +96,8 @@ impl Paginator {
         self.done
     }
 
-    /// The filter for the current page (`None` once done). Call once per page, before sending;
-    /// it counts the page.
+    /// Starts the first page and returns its filter (`None` once done). Later pages are started
+    /// by [`Paginator::on_eose`], which returns their filter in [`PageEnd::Next`].
     pub fn start_page(&mut self) -> Option<Filter> {
         if self.done {
             return None;
@@ -204,7 +204,14 @@ mod tests {
             .filter(|(t, _)| f.since.is_none_or(|s| *t >= s) && f.until.is_none_or(|u| *t <= u))
             .cloned()
             .collect();
-        hits.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Ties in an order that changes from page to page.
+        let salt = |id: &String| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (id, f.until).hash(&mut h);
+            h.finish()
+        };
+        hits.sort_by(|a, b| b.0.cmp(&a.0).then(salt(&a.1).cmp(&salt(&b.1))));
         hits.truncate(f.limit.unwrap_or(u64::MAX) as usize);
         hits
     }
