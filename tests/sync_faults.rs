@@ -120,3 +120,48 @@ async fn too_many_concurrent_reqs_leads_to_consolidation_and_live_events_still_a
     eventually(10, "live events of every layer held", || h.holds(&[live_l3.clone(), live_l2.clone(), live_l1.clone()]))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_reconnect_catches_up_on_every_layer_published_while_away() {
+    let relay = TestRelay::start(None).await;
+    let proxy = Proxy::start(&relay.url).await;
+    let c = coord("away");
+    let root = issue(&c, "root", T0 + 1);
+    let history = [repo_events(&c, 20, 2), vec![root.clone()]].concat();
+    relay.insert_all(&history).await;
+    let h = Harness::start(
+        engine_config("wss://grasp.example.com", fast_settings()),
+        index_with(&c, &[&proxy.url]),
+        Arc::new(MemoryStore::new()),
+    );
+    eventually(20, "history held, root indexed, connected", || {
+        let r = h.report(&proxy.url);
+        h.holds(&history) && r.root_events == 1 && r.status == RelayStatus::Connected
+    })
+    .await;
+    proxy.state.down.store(true, Ordering::SeqCst);
+    proxy.cut_all();
+    eventually(10, "disconnected", || h.report(&proxy.url).status != RelayStatus::Connected).await;
+    // Published while we are away: nothing live can deliver these.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let away = vec![
+        announcement("new-repo", &["wss://x.example.com"]),
+        note(1, now, vec![vec!["a".into(), c.to_string()]], "repo event while away"),
+        comment(&root, "reply while away", now),
+    ];
+    let away: Vec<_> = away
+        .into_iter()
+        .map(|mut n| {
+            n.created_at = now;
+            n.id = hex::encode(n.compute_id());
+            n
+        })
+        .collect();
+    relay.insert_all(&away).await;
+    proxy.state.down.store(false, Ordering::SeqCst);
+    eventually(20, "events of every layer published while away are held", || h.holds(&away)).await;
+    let r = h.report(&proxy.url);
+    assert_eq!(r.fresh_starts, 1);
+    assert!(r.quick_reconnects >= 1);
+    assert!(h.duplicates().is_empty(), "history is not fetched again");
+}

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::session::{Session, SessionEnd};
+use crate::engine::lifecycle::{connect_strategy_with_margin, ConnectStrategy};
+use crate::engine::relays::RelayState;
+use crate::engine::session::{unix_now, Session, SessionEnd};
 use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::ItemSet;
@@ -41,23 +43,20 @@ pub fn target_items(t: &RelayTarget) -> BTreeSet<Item> {
 pub struct RelayMemory {
     /// Items whose historic sync completed on this relay.
     pub confirmed: BTreeSet<Item>,
-    pub disconnected_at: Option<SystemTime>,
-    pub neg_supported: Option<bool>,
+    /// Connection times, daily deadline, NIP-77 support, announcements synced.
+    pub state: RelayState,
     /// Subscription budget (shrinks when the relay reports overflow).
     pub budget: usize,
     pub historic_failed: bool,
-    pub next_daily: Option<Instant>,
 }
 
 impl RelayMemory {
     pub fn new(budget: usize) -> Self {
         RelayMemory {
             confirmed: BTreeSet::new(),
-            disconnected_at: None,
-            neg_supported: None,
+            state: RelayState::default(),
             budget: budget.max(2),
             historic_failed: false,
-            next_daily: None,
         }
     }
 }
@@ -147,15 +146,16 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         let degraded_until = (failures > 0).then(|| Instant::now() + s.degraded_for);
         failures = 0;
         failing_since = None;
-        let fresh =
-            force_fresh || mem.disconnected_at.is_none_or(|d| d.elapsed().unwrap_or_default() > s.quick_reconnect);
+        let now = unix_now();
+        let strategy = if force_fresh {
+            ConnectStrategy::FreshStart
+        } else {
+            connect_strategy_with_margin(&mem.state, now, s.quick_reconnect.as_secs(), s.catchup_margin.as_secs())
+        };
         force_fresh = false;
-        let since = mem.disconnected_at.map(|d| {
-            let secs = d.duration_since(SystemTime::UNIX_EPOCH).map(|x| x.as_secs()).unwrap_or(0);
-            secs.saturating_sub(s.catchup_margin.as_secs())
-        });
-        if fresh {
-            mem.next_daily = Some(Instant::now() + daily_delay(s));
+        mem.state.last_connected = Some(now);
+        if strategy == ConnectStrategy::FreshStart {
+            mem.state.fresh_start_due = Some(now + daily_delay(s).as_secs());
         }
         ctx.status.update(&ctx.url, |r| {
             r.connects += 1;
@@ -164,8 +164,8 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         });
         let conn = Connection::new(ws, s.payload_limit, counters.clone());
         let session = Session::new(&ctx, &mut mem, conn, degraded_until);
-        let end = session.run(&mut target, fresh, if fresh { None } else { since }).await;
-        mem.disconnected_at = Some(SystemTime::now());
+        let end = session.run(&mut target, strategy).await;
+        mem.state.disconnected_at = Some(unix_now());
         ctx.status.update(&ctx.url, |r| {
             r.bytes_in = counters.bytes_in();
             r.bytes_out = counters.bytes_out();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use crate::engine::layers::{self, ReqLimits};
+use crate::engine::lifecycle::ConnectStrategy;
 use crate::engine::relay_task::{target_items, Ctx, Item, RelayMemory, RelayTarget};
 use crate::engine::status::{HealthStatus, RelayStatus};
 use crate::engine::store::Fetched;
@@ -140,11 +141,13 @@ impl<'a> Session<'a> {
     pub(crate) async fn run(
         mut self,
         target: &mut watch::Receiver<RelayTarget>,
-        fresh: bool,
-        since: Option<u64>,
+        strategy: ConnectStrategy,
     ) -> SessionEnd {
         let t = target.borrow_and_update().clone();
-        self.begin(fresh, since, &t);
+        match strategy {
+            ConnectStrategy::FreshStart => self.begin(true, None, &t),
+            ConnectStrategy::QuickReconnect { since } => self.begin(false, Some(since), &t),
+        }
         let end = self.event_loop(target).await;
         self.conn.close().await;
         end
@@ -190,14 +193,15 @@ impl<'a> Session<'a> {
     }
 
     fn use_negentropy(&self) -> bool {
-        self.ctx.settings.negentropy && self.mem.neg_supported != Some(false)
+        self.ctx.settings.negentropy && self.mem.state.negentropy != Some(false)
     }
 
     fn begin(&mut self, fresh: bool, since: Option<u64>, target: &RelayTarget) {
         if fresh {
             self.mem.confirmed.clear();
             self.mem.historic_failed = false;
-            self.mem.neg_supported = None;
+            self.mem.state.announcements_synced = false;
+            self.mem.state.negentropy = None;
             self.report(|r| r.fresh_starts += 1);
             self.plan(target, None);
         } else {
@@ -438,6 +442,9 @@ impl<'a> Session<'a> {
             self.mem.historic_failed |= b.failed;
             for item in b.items {
                 self.pending.remove(&item);
+                if item == Item::Announcements {
+                    self.mem.state.announcements_synced = true;
+                }
                 self.mem.confirmed.insert(item);
             }
         }
@@ -490,7 +497,7 @@ impl<'a> Session<'a> {
     /// The relay lacks NIP-77: every negentropy job becomes REQ pagination.
     async fn negentropy_unsupported(&mut self, why: &str) -> Step {
         tracing::info!(relay = %self.ctx.url, "no NIP-77 ({why}); falling back to REQ");
-        self.mem.neg_supported = Some(false);
+        self.mem.state.negentropy = Some(false);
         self.report(|r| r.negentropy = Some(false));
         let neg: Vec<String> =
             self.subs.iter().filter(|(_, s)| matches!(s, Sub::Neg { .. })).map(|(k, _)| k.clone()).collect();
@@ -535,7 +542,7 @@ impl<'a> Session<'a> {
         if silent {
             self.negentropy_unsupported("no answer to NEG-OPEN").await?;
         }
-        if self.mem.next_daily.is_some_and(|t| now >= t) {
+        if self.mem.state.fresh_start_due.is_some_and(|t| unix_now() >= t) {
             return Err(SessionEnd::Daily);
         }
         Ok(())
@@ -652,8 +659,8 @@ impl<'a> Session<'a> {
         let Some(Sub::Neg { batch, filter, mut session, mut need, .. }) = self.subs.remove(&sub) else {
             return Ok(());
         };
-        if self.mem.neg_supported.is_none() {
-            self.mem.neg_supported = Some(true);
+        if self.mem.state.negentropy.is_none() {
+            self.mem.state.negentropy = Some(true);
             self.report(|r| r.negentropy = Some(true));
         }
         match session.step(&msg) {

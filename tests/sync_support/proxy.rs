@@ -46,6 +46,7 @@ pub struct ProxyState {
 pub struct Proxy {
     pub url: String,
     pub state: Arc<ProxyState>,
+    cut: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -66,6 +67,7 @@ impl Proxy {
             events_forwarded: AtomicUsize::new(0),
             overflows: AtomicUsize::new(0),
         });
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
         let (st, up) = (state.clone(), upstream.to_string());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -74,10 +76,15 @@ impl Proxy {
                     continue;
                 }
                 st.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(tcp, up.clone(), st.clone()));
+                tokio::spawn(serve(tcp, up.clone(), st.clone(), cut_rx.clone()));
             }
         });
-        Proxy { url, state }
+        Proxy { url, state, cut }
+    }
+
+    /// Cuts every open connection.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 
     pub fn set_neg(&self, mode: NegMode) {
@@ -89,7 +96,8 @@ fn text(v: Value) -> Message {
     Message::text(v.to_string())
 }
 
-async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
+async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: tokio::sync::watch::Receiver<u64>) {
+    cut.borrow_and_update();
     let cfg = grasp_sync::remote::dial::ws_config();
     let Ok(mut client) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else { return };
     let Ok((mut relay, _)) = tokio_tungstenite::connect_async_with_config(upstream.as_str(), Some(cfg), false).await
@@ -101,6 +109,7 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
     let mut silenced: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
+            _ = cut.changed() => break,
             m = client.next() => {
                 let Some(Ok(m)) = m else { break };
                 let Message::Text(t) = &m else { continue };
