@@ -305,8 +305,11 @@ impl<'a> Session<'a> {
         }
         let open = self.subs.len();
         let ready = self.subs.values().filter(|s| matches!(s, Sub::Live(_, true))).count();
+        let (bytes_in, bytes_out) = (self.conn.counters().bytes_in(), self.conn.counters().bytes_out());
         self.report(|r| {
             r.live_ready = ready;
+            r.bytes_in = bytes_in;
+            r.bytes_out = bytes_out;
             r.max_open_subscriptions = r.max_open_subscriptions.max(open);
             r.subscription_budget = self.mem.budget;
         });
