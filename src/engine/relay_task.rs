@@ -78,6 +78,16 @@ pub fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
     settings.base_backoff.saturating_mul(1u32 << exp).min(settings.max_backoff)
 }
 
+/// Wait and health after a failed connect: backoff while failing, one try per `dead_retry` once
+/// the relay has failed for `dead_after`.
+pub fn after_failure(settings: &SyncSettings, failures: u32, failing_for: Duration) -> (Duration, HealthStatus) {
+    if failing_for >= settings.dead_after {
+        (settings.dead_retry, HealthStatus::Dead)
+    } else {
+        (backoff(settings, failures), HealthStatus::Failing)
+    }
+}
+
 fn daily_delay(settings: &SyncSettings) -> Duration {
     let (lo, hi) = settings.daily;
     if hi <= lo {
@@ -129,12 +139,11 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             Err(e) => {
                 failures += 1;
                 let since = *failing_since.get_or_insert_with(Instant::now);
-                let dead = since.elapsed() >= s.dead_after;
-                let delay = if dead { s.dead_retry } else { backoff(s, failures) };
+                let (delay, health) = after_failure(s, failures, since.elapsed());
                 tracing::info!(relay = %ctx.url, failures, ?delay, "connect failed: {e}");
                 ctx.status.update(&ctx.url, |r| {
                     r.status = RelayStatus::Disconnected;
-                    r.health = Some(if dead { HealthStatus::Dead } else { HealthStatus::Failing });
+                    r.health = Some(health);
                     r.last_error = Some(e);
                 });
                 if !wait(delay, &mut target).await {
@@ -207,6 +216,15 @@ mod tests {
         assert_eq!(backoff(&s, 4), Duration::from_secs(40));
         assert_eq!(backoff(&s, 20), Duration::from_secs(3600));
         assert_eq!(backoff(&s, 1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_relay_failing_for_a_day_is_dead_and_tried_daily() {
+        let s = SyncSettings::default();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(after_failure(&s, 3, hour), (Duration::from_secs(20), HealthStatus::Failing));
+        assert_eq!(after_failure(&s, 30, 23 * hour), (Duration::from_secs(3600), HealthStatus::Failing));
+        assert_eq!(after_failure(&s, 31, 24 * hour), (24 * hour, HealthStatus::Dead));
     }
 
     #[test]
