@@ -106,3 +106,40 @@ async fn private_addresses_are_refused_by_default() {
     }
     assert_eq!(h.dialer.attempts().iter().filter(|a| a.as_str() != "wss://relay.example.com").count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_relay_stays_connected_with_full_announcements() {
+    let relay = TestRelay::start(None).await;
+    let anns = vec![announcement("one", &["wss://a.example.com"]), announcement("two", &["wss://b.example.com"])];
+    relay.insert_all(&anns).await;
+    let mut cfg = engine_config("wss://grasp.example.com", fast_settings());
+    cfg.bootstrap = vec![url(&relay.url)];
+    let h = Harness::start(cfg, grasp_sync::engine::RepoSyncIndex::new(), Arc::new(MemoryStore::new()));
+    eventually(20, "announcements held", || h.holds(&anns) && connected(&h, &relay.url)).await;
+    let live = announcement("three", &["wss://c.example.com"]);
+    relay.publish(&live).await;
+    eventually(10, "live announcement held", || h.holds(std::slice::from_ref(&live))).await;
+    let r = h.report(&relay.url);
+    assert!(r.bootstrap && !r.closed_unneeded && r.status == RelayStatus::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_fresh_start_resyncs_on_a_new_connection() {
+    let relay = TestRelay::start(None).await;
+    let c = coord("daily");
+    let events = repo_events(&c, 30, 3);
+    relay.insert_all(&events).await;
+    // A "day" of one second (the deadline is kept in whole seconds).
+    let settings = grasp_sync::engine::SyncSettings {
+        daily: (std::time::Duration::from_secs(1), std::time::Duration::from_secs(1)),
+        ..fast_settings()
+    };
+    let h = Harness::start(
+        engine_config("wss://grasp.example.com", settings),
+        index_with(&c, &[&relay.url]),
+        Arc::new(MemoryStore::new()),
+    );
+    eventually(20, "two fresh starts", || h.report(&relay.url).fresh_starts >= 2).await;
+    eventually(10, "held and connected", || h.holds(&events) && connected(&h, &relay.url)).await;
+    assert!(h.duplicates().is_empty(), "negentropy re-sync fetches nothing already held");
+}

@@ -36,6 +36,10 @@ pub struct ProxyState {
     pub max_subs: Mutex<Option<usize>>,
     /// Cut the connection once this many EVENTs were forwarded (then clears itself).
     pub cut_after_events: Mutex<Option<usize>>,
+    /// The next this-many EVENTs get their content changed (their id no longer matches).
+    pub corrupt_events: AtomicUsize,
+    /// After the next EOSE, send one event on that subscription that matches none of its filters.
+    pub inject_foreign: AtomicBool,
     pub connections: AtomicUsize,
     pub reqs: AtomicUsize,
     pub neg_opens: AtomicUsize,
@@ -61,6 +65,8 @@ impl Proxy {
             rate_limited: AtomicUsize::new(0),
             max_subs: Mutex::new(None),
             cut_after_events: Mutex::new(None),
+            corrupt_events: AtomicUsize::new(0),
+            inject_foreign: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             reqs: AtomicUsize::new(0),
             neg_opens: AtomicUsize::new(0),
@@ -165,6 +171,13 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: t
                 match kind {
                     "EVENT" => {
                         if silenced.contains(&sub) { continue }
+                        let m = if st.corrupt_events.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                            let mut v = v.clone();
+                            v[2]["content"] = json!("tampered");
+                            text(v)
+                        } else {
+                            m
+                        };
                         if client.send(m).await.is_err() { break }
                         let n = st.events_forwarded.fetch_add(1, Ordering::SeqCst) + 1;
                         let cut = {
@@ -175,6 +188,12 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: t
                         };
                         if cut { break }
                         continue;
+                    }
+                    "EOSE" if st.inject_foreign.swap(false, Ordering::SeqCst) => {
+                        let mut foreign = json!({"kind": 7, "pubkey": "11".repeat(32), "created_at": 1, "tags": [], "content": "+", "sig": "00".repeat(64)});
+                        let canonical = json!([0, foreign["pubkey"], 1, 7, [], "+"]).to_string();
+                        foreign["id"] = json!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes())));
+                        let _ = client.send(text(json!(["EVENT", sub, foreign]))).await;
                     }
                     "EOSE" if overflow.contains(&sub) => {
                         if client.send(m).await.is_err() { break }
