@@ -74,6 +74,7 @@ async fn run(relay_url: &str, coord: &RepoCoord, all: &[Note], present: f64, neg
         allow_private: true,
         max_relays: 10,
         settings: SyncSettings { negentropy, ..SyncSettings::default() },
+        persisted: Default::default(),
     };
     let (tx, mut rx) = mpsc::channel::<Fetched>(4096);
     let started = Instant::now();

@@ -165,3 +165,33 @@ async fn a_quick_reconnect_catches_up_on_every_layer_published_while_away() {
     assert!(r.quick_reconnects >= 1);
     assert!(h.duplicates().is_empty(), "history is not fetched again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_within_the_window_resumes_with_remembered_state() {
+    let relay = TestRelay::start(None).await;
+    let c = coord("restart");
+    let events = repo_events(&c, 40, 2);
+    relay.insert_all(&events).await;
+    let store = Arc::new(MemoryStore::new());
+    let first = Harness::start(
+        engine_config("wss://grasp.example.com", fast_settings()),
+        index_with(&c, &[&relay.url]),
+        store.clone(),
+    );
+    eventually(20, "first run synced", || {
+        first.holds(&events) && first.report(&relay.url).status == RelayStatus::Connected
+    })
+    .await;
+    let mut saved = first.report(&relay.url).persisted;
+    assert_eq!(saved.negentropy, Some(true));
+    assert!(saved.announcements_synced && saved.last_connected.is_some());
+    first.engine.task.abort();
+    saved.disconnected_at = saved.last_connected; // the daemon records this on shutdown
+    let mut cfg = engine_config("wss://grasp.example.com", fast_settings());
+    cfg.persisted.insert(url(&relay.url), saved);
+    let second = Harness::start(cfg, index_with(&c, &[&relay.url]), store);
+    eventually(20, "second run connected", || second.report(&relay.url).status == RelayStatus::Connected).await;
+    let r = second.report(&relay.url);
+    assert_eq!((r.quick_reconnects, r.fresh_starts), (1, 0));
+    assert_eq!(r.events_delivered, 0, "nothing new, nothing fetched");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::lifecycle::{connect_strategy_with_margin, ConnectStrategy};
-use crate::engine::relays::RelayState;
+use crate::engine::relays::{PersistedRelay, RelayState, RelaySyncIndex};
 use crate::engine::session::{unix_now, Session, SessionEnd};
 use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
@@ -70,6 +70,8 @@ pub struct Ctx {
     pub sink: mpsc::Sender<Fetched>,
     pub status: SyncStatus,
     pub dialer: Arc<dyn Dialer>,
+    /// State restored from the state dir, if any.
+    pub persisted: Option<PersistedRelay>,
 }
 
 /// Backoff after `failures` consecutive failed connects: `base · 2^(failures−1)`, capped.
@@ -112,6 +114,10 @@ async fn wait(delay: Duration, target: &mut watch::Receiver<RelayTarget>) -> boo
 pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     let s = &ctx.settings;
     let mut mem = RelayMemory::new(s.max_subscriptions);
+    if let Some(saved) = ctx.persisted {
+        let mut relays = RelaySyncIndex::new();
+        mem.state = relays.restore(&ctx.url, saved).clone();
+    }
     let counters = Arc::new(WireCounters::default());
     let mut failures: u32 = 0;
     let mut failing_since: Option<Instant> = None;
@@ -176,6 +182,7 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         let end = session.run(&mut target, strategy).await;
         mem.state.disconnected_at = Some(unix_now());
         ctx.status.update(&ctx.url, |r| {
+            r.persisted = mem.state.persisted();
             r.bytes_in = counters.bytes_in();
             r.bytes_out = counters.bytes_out();
         });

@@ -88,7 +88,14 @@ pub fn fast_settings() -> SyncSettings {
 }
 
 pub fn engine_config(service: &str, settings: SyncSettings) -> EngineConfig {
-    EngineConfig { service_url: url(service), bootstrap: vec![], allow_private: true, max_relays: 1000, settings }
+    EngineConfig {
+        service_url: url(service),
+        bootstrap: vec![],
+        allow_private: true,
+        max_relays: 1000,
+        settings,
+        persisted: Default::default(),
+    }
 }
 
 /// An index with one repository listing `relays`.

@@ -309,7 +309,9 @@ impl<'a> Session<'a> {
         let open = self.subs.len();
         let ready = self.subs.values().filter(|s| matches!(s, Sub::Live(_, true))).count();
         let (bytes_in, bytes_out) = (self.conn.counters().bytes_in(), self.conn.counters().bytes_out());
+        let persisted = self.mem.state.persisted();
         self.report(|r| {
+            r.persisted = persisted;
             r.live_ready = ready;
             r.bytes_in = bytes_in;
             r.bytes_out = bytes_out;
