@@ -143,3 +143,31 @@ async fn the_daily_fresh_start_resyncs_on_a_new_connection() {
     eventually(10, "held and connected", || h.holds(&events) && connected(&h, &relay.url)).await;
     assert!(h.duplicates().is_empty(), "negentropy re-sync fetches nothing already held");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_drops_a_relay_is_no_longer_followed_there() {
+    let relay = TestRelay::start(None).await;
+    let (kept, dropped) = (coord("kept"), coord("dropped"));
+    let mut idx = index_with(&kept, &[&relay.url]);
+    idx.upsert_repo(dropped.clone(), [url(&relay.url)].into());
+    let h =
+        Harness::start(engine_config("wss://grasp.example.com", fast_settings()), idx, Arc::new(MemoryStore::new()));
+    eventually(20, "connected with both repos", || connected(&h, &relay.url) && h.report(&relay.url).repos == 2).await;
+    let rebuilt_before = h.report(&relay.url).consolidations;
+    h.index.send_modify(|i| {
+        i.remove_repo(&dropped);
+    });
+    eventually(10, "live set rebuilt without the dropped repo", || {
+        let r = h.report(&relay.url);
+        r.repos == 1 && r.consolidations > rebuilt_before && r.live_ready >= 1 && r.status == RelayStatus::Connected
+    })
+    .await;
+    // Published in this order on one connection: if the dropped repo were still followed, its
+    // event would arrive before the kept repo's.
+    let stale = note(1, T0 + 900, vec![vec!["a".into(), dropped.to_string()]], "not ours any more");
+    let fresh = note(1, T0 + 901, vec![vec!["a".into(), kept.to_string()]], "still ours");
+    relay.publish(&stale).await;
+    relay.publish(&fresh).await;
+    eventually(10, "kept repo's event held", || h.holds(std::slice::from_ref(&fresh))).await;
+    assert!(!h.holds(std::slice::from_ref(&stale)), "the dropped repository is still followed");
+}

@@ -114,6 +114,10 @@ pub(crate) struct Session<'a> {
     cooldown_until: Option<Instant>,
     degraded_until: Option<Instant>,
     syncing: bool,
+    /// Items currently targeted (announcements included).
+    current: BTreeSet<Item>,
+    /// The live set must be rebuilt (items were dropped from the target).
+    rebuild_live: bool,
 }
 
 type Step = Result<(), SessionEnd>;
@@ -137,6 +141,8 @@ impl<'a> Session<'a> {
             cooldown_until: None,
             degraded_until,
             syncing: false,
+            current: BTreeSet::new(),
+            rebuild_live: false,
         }
     }
 
@@ -158,6 +164,11 @@ impl<'a> Session<'a> {
 
     async fn event_loop(&mut self, target: &mut watch::Receiver<RelayTarget>) -> SessionEnd {
         loop {
+            if self.rebuild_live {
+                if let Err(end) = self.consolidate().await {
+                    return end;
+                }
+            }
             if let Err(end) = self.pump().await {
                 return end;
             }
@@ -217,11 +228,19 @@ impl<'a> Session<'a> {
     }
 
     /// `target − pending − confirmed`: new items get live subscriptions and a full historic sync.
+    /// Confirmed items no longer targeted are forgotten and the live set rebuilt without them.
     fn plan(&mut self, target: &RelayTarget, since: Option<u64>) {
         self.report(|r| {
             r.repos = target.repos.len();
             r.root_events = target.root_events.len();
         });
+        self.current = target_items(target);
+        let before = self.mem.confirmed.len();
+        let current = &self.current;
+        self.mem.confirmed.retain(|i| current.contains(i));
+        if self.mem.confirmed.len() != before {
+            self.rebuild_live = true;
+        }
         let new: Vec<Item> = target_items(target)
             .into_iter()
             .filter(|i| !self.pending.contains(i) && !self.mem.confirmed.contains(i))
@@ -326,7 +345,8 @@ impl<'a> Session<'a> {
             JobKind::Live(filters) => {
                 let live = self.live_count();
                 if live > 0 && layers::needs_consolidation(live, 1, self.mem.budget) {
-                    return self.consolidate(filters).await;
+                    // The job's items are pending: the rebuilt live set covers them.
+                    return self.consolidate().await;
                 }
                 self.open_live(filters).await
             }
@@ -403,28 +423,21 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Closes every live subscription and reopens the whole live set in as few REQs as
-    /// possible, with a historic catch-up for the confirmed items over the gap.
-    async fn consolidate(&mut self, extra: Vec<Filter>) -> Step {
-        let mut all: BTreeSet<Filter> = extra.into_iter().collect();
+    /// Closes every live subscription and reopens the live set of every confirmed and pending
+    /// item in as few REQs as possible (largest filters), with a historic catch-up for the
+    /// confirmed items over the gap.
+    async fn consolidate(&mut self) -> Step {
+        self.rebuild_live = false;
         let live: Vec<String> =
             self.subs.iter().filter(|(_, s)| matches!(s, Sub::Live(..))).map(|(k, _)| k.clone()).collect();
         for sub in live {
-            if let Some(Sub::Live(fs, _)) = self.subs.remove(&sub) {
-                all.extend(fs);
-            }
+            self.subs.remove(&sub);
             self.send(ClientMsg::Close(sub)).await?;
         }
-        let mut rest = VecDeque::new();
-        for job in self.queue.drain(..) {
-            match job.kind {
-                JobKind::Live(fs) => all.extend(fs),
-                _ => rest.push_back(job),
-            }
-        }
-        self.queue = rest;
+        self.queue.retain(|job| !matches!(job.kind, JobKind::Live(_)));
+        let items: Vec<Item> = self.mem.confirmed.union(&self.pending).cloned().collect();
+        let all = layers::live(&item_filters(&items, layers::MAX_VALUES_PER_FILTER));
         let limits = ReqLimits { max_frame_bytes: self.ctx.settings.payload_limit.min(60_000), ..ReqLimits::default() };
-        let all: Vec<Filter> = all.into_iter().collect();
         let groups = layers::pack(&all, &limits).unwrap_or_else(|_| all.iter().map(|f| vec![f.clone()]).collect());
         for group in groups {
             self.open_live(group).await?;
@@ -453,6 +466,9 @@ impl<'a> Session<'a> {
             self.mem.historic_failed |= b.failed;
             for item in b.items {
                 self.pending.remove(&item);
+                if !self.current.contains(&item) {
+                    continue;
+                }
                 if item == Item::Announcements {
                     self.mem.state.announcements_synced = true;
                 }
@@ -533,7 +549,7 @@ impl<'a> Session<'a> {
         let open = self.subs.values().filter(|s| !matches!(s, Sub::Neg { .. })).count();
         self.mem.budget = self.mem.budget.min(open.saturating_sub(1)).max(2);
         tracing::info!(relay = %self.ctx.url, budget = self.mem.budget, "too many subscriptions; consolidating");
-        self.consolidate(Vec::new()).await
+        self.consolidate().await
     }
 
     async fn on_tick(&mut self) -> Step {
