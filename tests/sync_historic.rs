@@ -92,3 +92,62 @@ async fn pagination_gets_2000_events_in_pages_of_100_with_shared_timestamps() {
     assert!(h.duplicates().is_empty(), "the boundary second is deduplicated");
     assert_eq!(h.store.len(), 2_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_the_host_rejected_are_not_fetched_again() {
+    let relay = TestRelay::start(None).await;
+    let c = coord("rejects");
+    let events = repo_events(&c, 200, 2);
+    relay.insert_all(&events).await;
+    let store = Arc::new(MemoryStore::new());
+    for e in events.iter().take(150) {
+        store.reject(e.clone());
+    }
+    let h =
+        Harness::start(engine_config("wss://grasp.example.com", fast_settings()), index_with(&c, &[&relay.url]), store);
+    eventually(20, "the rest held", || h.holds(&events[150..])).await;
+    eventually(10, "relay connected", || h.report(&relay.url).status == RelayStatus::Connected).await;
+    assert_eq!(h.report(&relay.url).ids_requested, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_query_results_pages_that_filter_and_keeps_negentropy() {
+    let relay = TestRelay::start(None).await;
+    let proxy = Proxy::start(&relay.url).await;
+    proxy.set_neg(NegMode::NegErr("blocked: too many query results".into()));
+    let c = coord("big");
+    let events = repo_events(&c, 300, 3);
+    relay.insert_all(&events).await;
+    let h = Harness::start(
+        engine_config("wss://grasp.example.com", fast_settings()),
+        index_with(&c, &[&proxy.url]),
+        Arc::new(MemoryStore::new()),
+    );
+    eventually(20, "every event held", || h.holds(&events)).await;
+    eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
+    assert_ne!(h.report(&proxy.url).negentropy, Some(false), "the relay still counts as speaking NIP-77");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_a_bad_id_or_matching_no_filter_are_dropped_and_counted() {
+    let relay = TestRelay::start(None).await;
+    let proxy = Proxy::start(&relay.url).await;
+    proxy.state.corrupt_events.store(5, std::sync::atomic::Ordering::SeqCst);
+    proxy.state.inject_foreign.store(true, std::sync::atomic::Ordering::SeqCst);
+    let c = coord("tamper");
+    let events = repo_events(&c, 100, 2);
+    relay.insert_all(&events).await;
+    let h = Harness::start(
+        engine_config("wss://grasp.example.com", fast_settings()),
+        index_with(&c, &[&proxy.url]),
+        Arc::new(MemoryStore::new()),
+    );
+    // The tampered ones count as missing and are asked for once more.
+    eventually(20, "every genuine event held", || h.holds(&events)).await;
+    eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
+    let r = h.report(&proxy.url);
+    assert_eq!(r.events_invalid, 5);
+    assert_eq!(r.events_unmatched, 1);
+    assert_eq!(r.ids_requested, 105);
+    assert_eq!(h.store.len(), 100, "nothing else reached the host");
+}

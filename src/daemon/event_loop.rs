@@ -101,7 +101,7 @@ impl EventLoop {
                     self.on_tick();
                     if last_save.elapsed() >= SAVE_EVERY {
                         last_save = tokio::time::Instant::now();
-                        if let Err(e) = self.save_state(Vec::new()) {
+                        if let Err(e) = self.save_state(Vec::new(), false) {
                             tracing::error!(error = %e, "cannot save state");
                         }
                     }
@@ -215,20 +215,10 @@ impl EventLoop {
         self.refresh_metrics();
     }
 
-    /// Keeps per-relay connection times for the state file.
+    /// Keeps what the engine says to persist for each relay.
     fn track_relays(&mut self) {
-        let t = now();
         for (url, report) in self.engine.relays() {
-            let entry = self.relays.entry(url.to_string()).or_default();
-            if report.status.is_connected() {
-                entry.last_connected = Some(t);
-                entry.disconnected_at = None;
-            } else if entry.disconnected_at.is_none() && entry.last_connected.is_some() {
-                entry.disconnected_at = Some(t);
-            }
-            if report.negentropy.is_some() {
-                entry.negentropy = report.negentropy;
-            }
+            self.relays.insert(url.to_string(), report.persisted);
         }
     }
 
@@ -283,15 +273,18 @@ impl EventLoop {
     }
 
     /// Writes the state file; `unsent` are events fetched but not written to the host.
-    pub(super) fn save_state(&mut self, unsent: Vec<Note>) -> Result<(), state::StateError> {
+    /// `stopping`: relays connected now are recorded as left now, so a restart within
+    /// `quick_reconnect_secs` resumes them quickly. Periodic saves leave them as connected: after a
+    /// crash (events in flight may be lost) the engine starts them fresh.
+    pub(super) fn save_state(&mut self, unsent: Vec<Note>, stopping: bool) -> Result<(), state::StateError> {
         self.track_relays();
         let t = now();
-        // Relays connected now are saved as left now: after a stop or a crash, a restart within
-        // `quick_reconnect_secs` resumes them from this moment.
         let mut relays = self.relays.clone();
-        for r in relays.values_mut() {
-            if r.disconnected_at.is_none() && r.last_connected.is_some() {
-                r.disconnected_at = Some(t);
+        if stopping {
+            for r in relays.values_mut() {
+                if r.disconnected_at.is_none() && r.last_connected.is_some() {
+                    r.disconnected_at = Some(t);
+                }
             }
         }
         let saved = SavedState {

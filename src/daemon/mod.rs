@@ -10,7 +10,6 @@ mod event_loop;
 pub mod state;
 pub mod store;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -131,7 +130,8 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let (index_tx, index_rx) = watch::channel(built.index.clone());
     let (sink_tx, sink_rx) = mpsc::channel(4096);
     let mut engine_cfg = EngineConfig::from_config(&cfg);
-    engine_cfg.resume = resume_points(&saved, cfg.sync.quick_reconnect_secs, started_at);
+    // The engine decides per relay: a relay left within `quick_reconnect_secs` resumes quickly.
+    engine_cfg.persisted = saved.relays.iter().filter_map(|(url, r)| Some((RelayUrl::parse(url).ok()?, *r))).collect();
     let engine = spawn_engine(engine_cfg, index_rx, dialer, store.clone(), sink_tx);
 
     let mut event_loop = EventLoop::new(
@@ -162,39 +162,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         t.abort();
     }
     server.abort();
-    event_loop.save_state(unsent)?;
+    event_loop.save_state(unsent, true)?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Relays we were connected to within `quick_reconnect_secs` before this start resume with a quick
-/// reconnect from the time they were left.
-fn resume_points(saved: &state::SavedState, quick_secs: u64, now: u64) -> HashMap<RelayUrl, u64> {
-    saved
-        .relays
-        .iter()
-        .filter_map(|(url, r)| {
-            let left = r.disconnected_at?;
-            (now.saturating_sub(left) <= quick_secs).then(|| Some((RelayUrl::parse(url).ok()?, left)))?
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::relays::PersistedRelay;
-
-    #[test]
-    fn only_recently_left_relays_resume_quickly() {
-        let mut saved = state::SavedState::default();
-        let recent = PersistedRelay { disconnected_at: Some(1000), ..Default::default() };
-        let old = PersistedRelay { disconnected_at: Some(10), ..Default::default() };
-        saved.relays.insert("wss://recent.example".into(), recent);
-        saved.relays.insert("wss://old.example".into(), old);
-        saved.relays.insert("wss://never.example".into(), PersistedRelay::default());
-        let points = resume_points(&saved, 900, 1500);
-        assert_eq!(points.len(), 1);
-        assert_eq!(points[&RelayUrl::parse("wss://recent.example").unwrap()], 1000);
-    }
 }

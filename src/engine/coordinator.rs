@@ -2,7 +2,7 @@
 //! URL excluded, `max_relays`), and runs one task per relay, telling each its target over a
 //! watch channel. Dropping the index sender shuts everything down.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::engine::relay_task::{run_relay, Ctx, RelayTarget};
+use crate::engine::relays::PersistedRelay;
 use crate::engine::status::{SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::{derive_relay_targets, TargetRules};
@@ -27,8 +28,9 @@ pub struct EngineConfig {
     pub allow_private: bool,
     pub max_relays: usize,
     pub settings: SyncSettings,
-    /// Relay → unix seconds it was left by a previous run (see `Ctx::resume_from`).
-    pub resume: HashMap<RelayUrl, u64>,
+    /// Relay state read back from the state dir (a restart within the quick-reconnect window
+    /// resumes instead of starting fresh; NIP-77 support is remembered).
+    pub persisted: BTreeMap<RelayUrl, PersistedRelay>,
 }
 
 impl EngineConfig {
@@ -49,7 +51,7 @@ impl EngineConfig {
                 max_subscriptions: s.max_subscriptions_per_relay,
                 ..SyncSettings::default()
             },
-            resume: HashMap::new(),
+            persisted: BTreeMap::new(),
         }
     }
 }
@@ -122,10 +124,7 @@ async fn coordinate(
                         sink: sink.clone(),
                         status: status.clone(),
                         dialer: dialer.clone(),
-                        resume_from: cfg
-                            .resume
-                            .get(url)
-                            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(*secs)),
+                        persisted: cfg.persisted.get(url).copied(),
                     };
                     tracing::info!(relay = %url, "starting relay task");
                     running.insert(url.clone(), Running { target: tx, task: tokio::spawn(run_relay(ctx, rx)) });

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::session::{Session, SessionEnd};
+use crate::engine::lifecycle::{connect_strategy_with_margin, ConnectStrategy};
+use crate::engine::relays::{PersistedRelay, RelayState, RelaySyncIndex};
+use crate::engine::session::{unix_now, Session, SessionEnd};
 use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::ItemSet;
@@ -41,23 +43,20 @@ pub fn target_items(t: &RelayTarget) -> BTreeSet<Item> {
 pub struct RelayMemory {
     /// Items whose historic sync completed on this relay.
     pub confirmed: BTreeSet<Item>,
-    pub disconnected_at: Option<SystemTime>,
-    pub neg_supported: Option<bool>,
+    /// Connection times, daily deadline, NIP-77 support, announcements synced.
+    pub state: RelayState,
     /// Subscription budget (shrinks when the relay reports overflow).
     pub budget: usize,
     pub historic_failed: bool,
-    pub next_daily: Option<Instant>,
 }
 
 impl RelayMemory {
     pub fn new(budget: usize) -> Self {
         RelayMemory {
             confirmed: BTreeSet::new(),
-            disconnected_at: None,
-            neg_supported: None,
+            state: RelayState::default(),
             budget: budget.max(2),
             historic_failed: false,
-            next_daily: None,
         }
     }
 }
@@ -71,15 +70,24 @@ pub struct Ctx {
     pub sink: mpsc::Sender<Fetched>,
     pub status: SyncStatus,
     pub dialer: Arc<dyn Dialer>,
-    /// When the relay was last left (saved by a previous run): within `quick_reconnect` of it the
-    /// first connection is a quick reconnect from that moment, not a fresh start.
-    pub resume_from: Option<SystemTime>,
+    /// State restored from the state dir, if any.
+    pub persisted: Option<PersistedRelay>,
 }
 
 /// Backoff after `failures` consecutive failed connects: `base · 2^(failures−1)`, capped.
 pub fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(30);
     settings.base_backoff.saturating_mul(1u32 << exp).min(settings.max_backoff)
+}
+
+/// Wait and health after a failed connect: backoff while failing, one try per `dead_retry` once
+/// the relay has failed for `dead_after`.
+pub fn after_failure(settings: &SyncSettings, failures: u32, failing_for: Duration) -> (Duration, HealthStatus) {
+    if failing_for >= settings.dead_after {
+        (settings.dead_retry, HealthStatus::Dead)
+    } else {
+        (backoff(settings, failures), HealthStatus::Failing)
+    }
 }
 
 fn daily_delay(settings: &SyncSettings) -> Duration {
@@ -106,7 +114,10 @@ async fn wait(delay: Duration, target: &mut watch::Receiver<RelayTarget>) -> boo
 pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     let s = &ctx.settings;
     let mut mem = RelayMemory::new(s.max_subscriptions);
-    mem.disconnected_at = ctx.resume_from;
+    if let Some(saved) = ctx.persisted {
+        let mut relays = RelaySyncIndex::new();
+        mem.state = relays.restore(&ctx.url, saved).clone();
+    }
     let counters = Arc::new(WireCounters::default());
     let mut failures: u32 = 0;
     let mut failing_since: Option<Instant> = None;
@@ -134,12 +145,11 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             Err(e) => {
                 failures += 1;
                 let since = *failing_since.get_or_insert_with(Instant::now);
-                let dead = since.elapsed() >= s.dead_after;
-                let delay = if dead { s.dead_retry } else { backoff(s, failures) };
+                let (delay, health) = after_failure(s, failures, since.elapsed());
                 tracing::info!(relay = %ctx.url, failures, ?delay, "connect failed: {e}");
                 ctx.status.update(&ctx.url, |r| {
                     r.status = RelayStatus::Disconnected;
-                    r.health = Some(if dead { HealthStatus::Dead } else { HealthStatus::Failing });
+                    r.health = Some(health);
                     r.last_error = Some(e);
                 });
                 if !wait(delay, &mut target).await {
@@ -151,15 +161,16 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         let degraded_until = (failures > 0).then(|| Instant::now() + s.degraded_for);
         failures = 0;
         failing_since = None;
-        let fresh =
-            force_fresh || mem.disconnected_at.is_none_or(|d| d.elapsed().unwrap_or_default() > s.quick_reconnect);
+        let now = unix_now();
+        let strategy = if force_fresh {
+            ConnectStrategy::FreshStart
+        } else {
+            connect_strategy_with_margin(&mem.state, now, s.quick_reconnect.as_secs(), s.catchup_margin.as_secs())
+        };
         force_fresh = false;
-        let since = mem.disconnected_at.map(|d| {
-            let secs = d.duration_since(SystemTime::UNIX_EPOCH).map(|x| x.as_secs()).unwrap_or(0);
-            secs.saturating_sub(s.catchup_margin.as_secs())
-        });
-        if fresh {
-            mem.next_daily = Some(Instant::now() + daily_delay(s));
+        mem.state.last_connected = Some(now);
+        if strategy == ConnectStrategy::FreshStart {
+            mem.state.fresh_start_due = Some(now + daily_delay(s).as_secs());
         }
         ctx.status.update(&ctx.url, |r| {
             r.connects += 1;
@@ -168,9 +179,10 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         });
         let conn = Connection::new(ws, s.payload_limit, counters.clone());
         let session = Session::new(&ctx, &mut mem, conn, degraded_until);
-        let end = session.run(&mut target, fresh, if fresh { None } else { since }).await;
-        mem.disconnected_at = Some(SystemTime::now());
+        let end = session.run(&mut target, strategy).await;
+        mem.state.disconnected_at = Some(unix_now());
         ctx.status.update(&ctx.url, |r| {
+            r.persisted = mem.state.persisted();
             r.bytes_in = counters.bytes_in();
             r.bytes_out = counters.bytes_out();
         });
@@ -211,6 +223,15 @@ mod tests {
         assert_eq!(backoff(&s, 4), Duration::from_secs(40));
         assert_eq!(backoff(&s, 20), Duration::from_secs(3600));
         assert_eq!(backoff(&s, 1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_relay_failing_for_a_day_is_dead_and_tried_daily() {
+        let s = SyncSettings::default();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(after_failure(&s, 3, hour), (Duration::from_secs(20), HealthStatus::Failing));
+        assert_eq!(after_failure(&s, 30, 23 * hour), (Duration::from_secs(3600), HealthStatus::Failing));
+        assert_eq!(after_failure(&s, 31, 24 * hour), (24 * hour, HealthStatus::Dead));
     }
 
     #[test]

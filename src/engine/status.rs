@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use crate::engine::relays::RelayStatus;
+pub use crate::engine::relays::{PersistedRelay, RelayStatus};
 use crate::policy::RelayUrl;
 pub use crate::remote::health::HealthStatus;
 
@@ -95,11 +95,16 @@ pub struct RelayReport {
     pub historic_failures: u64,
     pub rate_limited: u64,
     pub consolidations: u64,
+    /// Live subscriptions the relay has confirmed with EOSE.
+    pub live_ready: usize,
     /// Most subscriptions open at once.
     pub max_open_subscriptions: usize,
     pub subscription_budget: usize,
+    /// Websocket payload bytes, all connections of this relay so far.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// What the daemon should write to the state dir for this relay.
+    pub persisted: PersistedRelay,
     pub last_error: Option<String>,
 }
 

@@ -58,6 +58,11 @@ impl Connection {
         Connection { ws, payload_limit, counters }
     }
 
+    /// The byte counters of this connection.
+    pub fn counters(&self) -> &Arc<WireCounters> {
+        &self.counters
+    }
+
     /// Frame limit that applies to a message.
     pub fn limit_for(&self, msg: &ClientMsg) -> usize {
         if msg.is_negentropy() {

@@ -8,9 +8,18 @@ use negentropy::{Negentropy, NegentropyStorageVector};
 
 use crate::policy::Id;
 
-/// Binary frame budget handed to the negentropy crate. Messages travel as hex (twice the size)
+/// Largest binary frame handed to the negentropy crate. Messages travel as hex (twice the size)
 /// inside a JSON array, so this keeps every NIP-77 frame we send under 60 kB.
 pub const NEG_FRAME_LIMIT: u64 = 29_000;
+/// Smallest frame limit the crate accepts.
+const MIN_FRAME_LIMIT: u64 = 4_096;
+
+/// Binary frame limit for a session whose NEG-OPEN also carries `overhead` bytes (filter JSON,
+/// subscription id, brackets): the hex message plus the overhead stays within `max_frame`.
+pub fn frame_limit_for(max_frame: usize, overhead: usize) -> u64 {
+    let room = max_frame.saturating_sub(overhead) as u64 / 2;
+    room.clamp(MIN_FRAME_LIMIT, NEG_FRAME_LIMIT)
+}
 
 /// A reconciliation failure (bad relay message or local set).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,14 +53,22 @@ pub struct NegStep {
 }
 
 impl NegSession {
-    /// Builds the local set and the opening message (hex).
+    /// Builds the local set and the opening message (hex) with the default frame limit.
     pub fn open(items: impl IntoIterator<Item = (u64, Id)>) -> Result<(NegSession, String), NegError> {
+        Self::open_with_limit(items, NEG_FRAME_LIMIT)
+    }
+
+    /// Builds the local set and the opening message (hex); binary frames stay within `frame_limit`.
+    pub fn open_with_limit(
+        items: impl IntoIterator<Item = (u64, Id)>,
+        frame_limit: u64,
+    ) -> Result<(NegSession, String), NegError> {
         let mut storage = NegentropyStorageVector::new();
         for (created_at, id) in items {
             storage.insert(created_at, negentropy::Id::from_byte_array(id)).map_err(err)?;
         }
         storage.seal().map_err(err)?;
-        let mut neg = Negentropy::owned(storage, NEG_FRAME_LIMIT).map_err(err)?;
+        let mut neg = Negentropy::owned(storage, frame_limit.max(MIN_FRAME_LIMIT)).map_err(err)?;
         let first = neg.initiate().map_err(err)?;
         Ok((NegSession { neg, rounds: 0 }, hex::encode(first)))
     }
@@ -107,6 +124,16 @@ mod tests {
         let mut expected: Vec<Id> = remote.iter().map(|(_, i)| *i).filter(|i| i[3] % 10 == 0).collect();
         expected.sort();
         assert_eq!(need, expected);
+    }
+
+    #[test]
+    fn a_large_filter_shrinks_the_frame_budget() {
+        assert_eq!(frame_limit_for(60_000, 100), NEG_FRAME_LIMIT);
+        assert_eq!(frame_limit_for(60_000, 26_000), 17_000);
+        assert_eq!(frame_limit_for(60_000, 59_000), 4_096);
+        let local: Vec<(u64, Id)> = (0..50_000).map(|n| (u64::from(n), id(n))).collect();
+        let (_, first) = NegSession::open_with_limit(local, frame_limit_for(60_000, 26_000)).unwrap();
+        assert!(first.len() + 26_000 <= 60_000, "opening message of {} hex chars", first.len());
     }
 
     #[test]

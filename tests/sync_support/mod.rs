@@ -1,6 +1,6 @@
 //! Test support for the sync engine: in-process relays, a fault proxy, a recording dialer,
 //! event makers and a harness that plays the host (stores fetched events, grows the index).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod dialer;
 pub mod proxy;
@@ -94,7 +94,7 @@ pub fn engine_config(service: &str, settings: SyncSettings) -> EngineConfig {
         allow_private: true,
         max_relays: 1000,
         settings,
-        resume: Default::default(),
+        persisted: Default::default(),
     }
 }
 

@@ -28,10 +28,18 @@ pub struct ProxyState {
     pub neg: Mutex<NegMode>,
     /// The next this-many REQs are answered `CLOSED rate-limited:` (plus a NOTICE), not forwarded.
     pub rate_limit_reqs: AtomicUsize,
+    /// Every REQ before this instant is answered like `rate_limit_reqs`.
+    pub rate_limited_until: Mutex<Option<std::time::Instant>>,
+    /// REQs refused as rate limited.
+    pub rate_limited: AtomicUsize,
     /// strfry-like cap on concurrent REQs per connection.
     pub max_subs: Mutex<Option<usize>>,
     /// Cut the connection once this many EVENTs were forwarded (then clears itself).
     pub cut_after_events: Mutex<Option<usize>>,
+    /// The next this-many EVENTs get their content changed (their id no longer matches).
+    pub corrupt_events: AtomicUsize,
+    /// After the next EOSE, send one event on that subscription that matches none of its filters.
+    pub inject_foreign: AtomicBool,
     pub connections: AtomicUsize,
     pub reqs: AtomicUsize,
     pub neg_opens: AtomicUsize,
@@ -42,6 +50,7 @@ pub struct ProxyState {
 pub struct Proxy {
     pub url: String,
     pub state: Arc<ProxyState>,
+    cut: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -52,14 +61,19 @@ impl Proxy {
             down: AtomicBool::new(false),
             neg: Mutex::new(NegMode::Forward),
             rate_limit_reqs: AtomicUsize::new(0),
+            rate_limited_until: Mutex::new(None),
+            rate_limited: AtomicUsize::new(0),
             max_subs: Mutex::new(None),
             cut_after_events: Mutex::new(None),
+            corrupt_events: AtomicUsize::new(0),
+            inject_foreign: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             reqs: AtomicUsize::new(0),
             neg_opens: AtomicUsize::new(0),
             events_forwarded: AtomicUsize::new(0),
             overflows: AtomicUsize::new(0),
         });
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
         let (st, up) = (state.clone(), upstream.to_string());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -68,10 +82,15 @@ impl Proxy {
                     continue;
                 }
                 st.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(tcp, up.clone(), st.clone()));
+                tokio::spawn(serve(tcp, up.clone(), st.clone(), cut_rx.clone()));
             }
         });
-        Proxy { url, state }
+        Proxy { url, state, cut }
+    }
+
+    /// Cuts every open connection.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 
     pub fn set_neg(&self, mode: NegMode) {
@@ -83,7 +102,8 @@ fn text(v: Value) -> Message {
     Message::text(v.to_string())
 }
 
-async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
+async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: tokio::sync::watch::Receiver<u64>) {
+    cut.borrow_and_update();
     let cfg = grasp_sync::remote::dial::ws_config();
     let Ok(mut client) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else { return };
     let Ok((mut relay, _)) = tokio_tungstenite::connect_async_with_config(upstream.as_str(), Some(cfg), false).await
@@ -95,6 +115,7 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
     let mut silenced: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
+            _ = cut.changed() => break,
             m = client.next() => {
                 let Some(Ok(m)) = m else { break };
                 let Message::Text(t) = &m else { continue };
@@ -104,8 +125,10 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
                 match kind.as_str() {
                     "REQ" => {
                         st.reqs.fetch_add(1, Ordering::SeqCst);
-                        let limited = st.rate_limit_reqs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                        let limited = st.rate_limit_reqs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+                            || st.rate_limited_until.lock().unwrap().is_some_and(|t| std::time::Instant::now() < t);
                         if limited {
+                            st.rate_limited.fetch_add(1, Ordering::SeqCst);
                             let _ = client.send(text(json!(["NOTICE", "rate-limited: slow down"]))).await;
                             let _ = client.send(text(json!(["CLOSED", sub, "rate-limited: slow down"]))).await;
                             continue;
@@ -148,6 +171,13 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
                 match kind {
                     "EVENT" => {
                         if silenced.contains(&sub) { continue }
+                        let m = if st.corrupt_events.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                            let mut v = v.clone();
+                            v[2]["content"] = json!("tampered");
+                            text(v)
+                        } else {
+                            m
+                        };
                         if client.send(m).await.is_err() { break }
                         let n = st.events_forwarded.fetch_add(1, Ordering::SeqCst) + 1;
                         let cut = {
@@ -158,6 +188,12 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>) {
                         };
                         if cut { break }
                         continue;
+                    }
+                    "EOSE" if st.inject_foreign.swap(false, Ordering::SeqCst) => {
+                        let mut foreign = json!({"kind": 7, "pubkey": "11".repeat(32), "created_at": 1, "tags": [], "content": "+", "sig": "00".repeat(64)});
+                        let canonical = json!([0, foreign["pubkey"], 1, 7, [], "+"]).to_string();
+                        foreign["id"] = json!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes())));
+                        let _ = client.send(text(json!(["EVENT", sub, foreign]))).await;
                     }
                     "EOSE" if overflow.contains(&sub) => {
                         if client.send(m).await.is_err() { break }

@@ -8,16 +8,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use crate::engine::layers::{self, ReqLimits};
+use crate::engine::lifecycle::ConnectStrategy;
 use crate::engine::relay_task::{target_items, Ctx, Item, RelayMemory, RelayTarget};
 use crate::engine::status::{HealthStatus, RelayStatus};
 use crate::engine::store::Fetched;
 use crate::engine::targets::ItemSet;
 use crate::policy::Note;
 use crate::remote::classify::{classify, Signal, Source};
+use crate::remote::conn::MAX_NEG_FRAME;
 use crate::remote::historic::{chunk_ids, ChunkOutcome, IdChunk};
-use crate::remote::negentropy::NegSession;
+use crate::remote::negentropy::{frame_limit_for, NegSession};
 use crate::remote::paginate::{PageEnd, Paginator};
 use crate::remote::{ClientMsg, ConnError, Connection, Filter, RelayMsg};
+
+mod handlers;
 
 /// How often timers (negentropy silence, cooldown end, daily) are checked.
 const TICK: Duration = Duration::from_millis(50);
@@ -44,7 +48,8 @@ struct Job {
 }
 
 enum Sub {
-    Live(Vec<Filter>),
+    /// Live filters, and whether the relay has answered EOSE (the subscription is in place).
+    Live(Vec<Filter>, bool),
     Neg {
         batch: Option<u64>,
         filter: Filter,
@@ -109,6 +114,10 @@ pub(crate) struct Session<'a> {
     cooldown_until: Option<Instant>,
     degraded_until: Option<Instant>,
     syncing: bool,
+    /// Items currently targeted (announcements included).
+    current: BTreeSet<Item>,
+    /// The live set must be rebuilt (items were dropped from the target).
+    rebuild_live: bool,
 }
 
 type Step = Result<(), SessionEnd>;
@@ -132,6 +141,8 @@ impl<'a> Session<'a> {
             cooldown_until: None,
             degraded_until,
             syncing: false,
+            current: BTreeSet::new(),
+            rebuild_live: false,
         }
     }
 
@@ -139,11 +150,13 @@ impl<'a> Session<'a> {
     pub(crate) async fn run(
         mut self,
         target: &mut watch::Receiver<RelayTarget>,
-        fresh: bool,
-        since: Option<u64>,
+        strategy: ConnectStrategy,
     ) -> SessionEnd {
         let t = target.borrow_and_update().clone();
-        self.begin(fresh, since, &t);
+        match strategy {
+            ConnectStrategy::FreshStart => self.begin(true, None, &t),
+            ConnectStrategy::QuickReconnect { since } => self.begin(false, Some(since), &t),
+        }
         let end = self.event_loop(target).await;
         self.conn.close().await;
         end
@@ -151,6 +164,11 @@ impl<'a> Session<'a> {
 
     async fn event_loop(&mut self, target: &mut watch::Receiver<RelayTarget>) -> SessionEnd {
         loop {
+            if self.rebuild_live {
+                if let Err(end) = self.consolidate().await {
+                    return end;
+                }
+            }
             if let Err(end) = self.pump().await {
                 return end;
             }
@@ -189,14 +207,15 @@ impl<'a> Session<'a> {
     }
 
     fn use_negentropy(&self) -> bool {
-        self.ctx.settings.negentropy && self.mem.neg_supported != Some(false)
+        self.ctx.settings.negentropy && self.mem.state.negentropy != Some(false)
     }
 
     fn begin(&mut self, fresh: bool, since: Option<u64>, target: &RelayTarget) {
         if fresh {
             self.mem.confirmed.clear();
             self.mem.historic_failed = false;
-            self.mem.neg_supported = None;
+            self.mem.state.announcements_synced = false;
+            self.mem.state.negentropy = None;
             self.report(|r| r.fresh_starts += 1);
             self.plan(target, None);
         } else {
@@ -209,11 +228,19 @@ impl<'a> Session<'a> {
     }
 
     /// `target − pending − confirmed`: new items get live subscriptions and a full historic sync.
+    /// Confirmed items no longer targeted are forgotten and the live set rebuilt without them.
     fn plan(&mut self, target: &RelayTarget, since: Option<u64>) {
         self.report(|r| {
             r.repos = target.repos.len();
             r.root_events = target.root_events.len();
         });
+        self.current = target_items(target);
+        let before = self.mem.confirmed.len();
+        let current = &self.current;
+        self.mem.confirmed.retain(|i| current.contains(i));
+        if self.mem.confirmed.len() != before {
+            self.rebuild_live = true;
+        }
         let new: Vec<Item> = target_items(target)
             .into_iter()
             .filter(|i| !self.pending.contains(i) && !self.mem.confirmed.contains(i))
@@ -273,7 +300,7 @@ impl<'a> Session<'a> {
     }
 
     fn live_count(&self) -> usize {
-        self.subs.values().filter(|s| matches!(s, Sub::Live(_))).count()
+        self.subs.values().filter(|s| matches!(s, Sub::Live(..))).count()
     }
 
     fn in_cooldown(&self) -> bool {
@@ -299,7 +326,14 @@ impl<'a> Session<'a> {
             self.start(job).await?;
         }
         let open = self.subs.len();
+        let ready = self.subs.values().filter(|s| matches!(s, Sub::Live(_, true))).count();
+        let (bytes_in, bytes_out) = (self.conn.counters().bytes_in(), self.conn.counters().bytes_out());
+        let persisted = self.mem.state.persisted();
         self.report(|r| {
+            r.persisted = persisted;
+            r.live_ready = ready;
+            r.bytes_in = bytes_in;
+            r.bytes_out = bytes_out;
             r.max_open_subscriptions = r.max_open_subscriptions.max(open);
             r.subscription_budget = self.mem.budget;
         });
@@ -311,7 +345,8 @@ impl<'a> Session<'a> {
             JobKind::Live(filters) => {
                 let live = self.live_count();
                 if live > 0 && layers::needs_consolidation(live, 1, self.mem.budget) {
-                    return self.consolidate(filters).await;
+                    // The job's items are pending: the rebuilt live set covers them.
+                    return self.consolidate().await;
                 }
                 self.open_live(filters).await
             }
@@ -324,7 +359,10 @@ impl<'a> Session<'a> {
                         return self.open_page(job.batch, pager).await;
                     }
                 };
-                let (session, msg) = match NegSession::open(items) {
+                // The NEG-OPEN frame carries the filter too: shrink the message budget by its size.
+                let overhead = filter.json_len() + 64;
+                let limit = frame_limit_for(MAX_NEG_FRAME.min(self.ctx.settings.payload_limit), overhead);
+                let (session, msg) = match NegSession::open_with_limit(items, limit) {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(relay = %self.ctx.url, "{e}; paginating instead");
@@ -359,7 +397,7 @@ impl<'a> Session<'a> {
     async fn open_live(&mut self, filters: Vec<Filter>) -> Step {
         let sub = self.sub_id("live");
         if self.send(ClientMsg::Req { sub: sub.clone(), filters: filters.clone() }).await? {
-            self.subs.insert(sub, Sub::Live(filters));
+            self.subs.insert(sub, Sub::Live(filters, false));
         }
         Ok(())
     }
@@ -385,36 +423,33 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Closes every live subscription and reopens the whole live set in as few REQs as
-    /// possible, with a historic catch-up for the confirmed items over the gap.
-    async fn consolidate(&mut self, extra: Vec<Filter>) -> Step {
-        let mut all: BTreeSet<Filter> = extra.into_iter().collect();
+    /// Closes every live subscription and reopens the live set of every confirmed and pending
+    /// item in as few REQs as possible (largest filters), with a historic catch-up for the
+    /// confirmed items over the gap.
+    async fn consolidate(&mut self) -> Step {
+        self.rebuild_live = false;
         let live: Vec<String> =
-            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Live(_))).map(|(k, _)| k.clone()).collect();
+            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Live(..))).map(|(k, _)| k.clone()).collect();
         for sub in live {
-            if let Some(Sub::Live(fs)) = self.subs.remove(&sub) {
-                all.extend(fs);
-            }
+            self.subs.remove(&sub);
             self.send(ClientMsg::Close(sub)).await?;
         }
-        let mut rest = VecDeque::new();
-        for job in self.queue.drain(..) {
-            match job.kind {
-                JobKind::Live(fs) => all.extend(fs),
-                _ => rest.push_back(job),
-            }
-        }
-        self.queue = rest;
+        self.queue.retain(|job| !matches!(job.kind, JobKind::Live(_)));
+        let items: Vec<Item> = self.mem.confirmed.union(&self.pending).cloned().collect();
+        let all = layers::live(&item_filters(&items, layers::MAX_VALUES_PER_FILTER));
         let limits = ReqLimits { max_frame_bytes: self.ctx.settings.payload_limit.min(60_000), ..ReqLimits::default() };
-        let all: Vec<Filter> = all.into_iter().collect();
         let groups = layers::pack(&all, &limits).unwrap_or_else(|_| all.iter().map(|f| vec![f.clone()]).collect());
         for group in groups {
             self.open_live(group).await?;
         }
-        self.report(|r| r.consolidations += 1);
         let since = unix_now().saturating_sub(self.ctx.settings.catchup_margin.as_secs());
         let confirmed: Vec<Item> = std::mem::take(&mut self.mem.confirmed).into_iter().collect();
         self.start_items(confirmed, Some(since), false);
+        let ready = self.subs.values().filter(|s| matches!(s, Sub::Live(_, true))).count();
+        self.report(|r| {
+            r.consolidations += 1;
+            r.live_ready = ready;
+        });
         Ok(())
     }
 
@@ -431,6 +466,12 @@ impl<'a> Session<'a> {
             self.mem.historic_failed |= b.failed;
             for item in b.items {
                 self.pending.remove(&item);
+                if !self.current.contains(&item) {
+                    continue;
+                }
+                if item == Item::Announcements {
+                    self.mem.state.announcements_synced = true;
+                }
                 self.mem.confirmed.insert(item);
             }
         }
@@ -472,7 +513,7 @@ impl<'a> Session<'a> {
     /// Puts a subscription's work back in the queue (after a rate limit or overflow).
     fn requeue(&mut self, sub: Sub) {
         let job = match sub {
-            Sub::Live(fs) => Job { batch: None, kind: JobKind::Live(fs) },
+            Sub::Live(fs, _) => Job { batch: None, kind: JobKind::Live(fs) },
             Sub::Neg { batch, filter, .. } => Job { batch, kind: JobKind::Neg(filter) },
             Sub::Page { batch, pager, .. } => Job { batch, kind: JobKind::Page(pager) },
             Sub::Ids { batch, chunk } => Job { batch, kind: JobKind::Ids(chunk) },
@@ -483,7 +524,7 @@ impl<'a> Session<'a> {
     /// The relay lacks NIP-77: every negentropy job becomes REQ pagination.
     async fn negentropy_unsupported(&mut self, why: &str) -> Step {
         tracing::info!(relay = %self.ctx.url, "no NIP-77 ({why}); falling back to REQ");
-        self.mem.neg_supported = Some(false);
+        self.mem.state.negentropy = Some(false);
         self.report(|r| r.negentropy = Some(false));
         let neg: Vec<String> =
             self.subs.iter().filter(|(_, s)| matches!(s, Sub::Neg { .. })).map(|(k, _)| k.clone()).collect();
@@ -508,7 +549,7 @@ impl<'a> Session<'a> {
         let open = self.subs.values().filter(|s| !matches!(s, Sub::Neg { .. })).count();
         self.mem.budget = self.mem.budget.min(open.saturating_sub(1)).max(2);
         tracing::info!(relay = %self.ctx.url, budget = self.mem.budget, "too many subscriptions; consolidating");
-        self.consolidate(Vec::new()).await
+        self.consolidate().await
     }
 
     async fn on_tick(&mut self) -> Step {
@@ -528,169 +569,9 @@ impl<'a> Session<'a> {
         if silent {
             self.negentropy_unsupported("no answer to NEG-OPEN").await?;
         }
-        if self.mem.next_daily.is_some_and(|t| now >= t) {
+        if self.mem.state.fresh_start_due.is_some_and(|t| unix_now() >= t) {
             return Err(SessionEnd::Daily);
         }
         Ok(())
-    }
-
-    async fn handle(&mut self, msg: RelayMsg) -> Step {
-        match msg {
-            RelayMsg::Event { sub, note } => self.on_event(sub, *note).await,
-            RelayMsg::Eose(sub) => self.on_eose(sub).await,
-            RelayMsg::Closed { sub, reason } => self.on_closed(sub, reason).await,
-            RelayMsg::Notice(text) => self.on_notice(text).await,
-            RelayMsg::NegMsg { sub, msg } => self.on_neg_msg(sub, msg).await,
-            RelayMsg::NegErr { sub, reason } => self.on_neg_err(sub, reason).await,
-            RelayMsg::Ok { .. } | RelayMsg::Auth(_) | RelayMsg::Other(_) => Ok(()),
-        }
-    }
-
-    async fn on_event(&mut self, sub: String, note: Note) -> Step {
-        self.report(|r| r.events_received += 1);
-        let Ok(id) = note.check() else {
-            self.report(|r| r.events_invalid += 1);
-            return Ok(());
-        };
-        let wanted = match self.subs.get_mut(&sub) {
-            Some(Sub::Live(fs)) => fs.iter().any(|f| f.matches(&note)),
-            Some(Sub::Page { pager, filter, .. }) => filter.matches(&note) && pager.on_event(&note.id, note.created_at),
-            Some(Sub::Ids { chunk, .. }) => chunk.on_event(&id),
-            Some(Sub::Neg { .. }) | None => false,
-        };
-        if wanted {
-            self.deliver(note).await
-        } else {
-            self.report(|r| r.events_unmatched += 1);
-            Ok(())
-        }
-    }
-
-    async fn on_eose(&mut self, sub: String) -> Step {
-        match self.subs.remove(&sub) {
-            Some(Sub::Page { batch, mut pager, .. }) => {
-                self.send(ClientMsg::Close(sub)).await?;
-                match pager.on_eose() {
-                    PageEnd::Next(f) => self.send_page(batch, pager, f).await?,
-                    PageEnd::Done(report) => {
-                        if !report.is_complete() {
-                            tracing::warn!(relay = %self.ctx.url, seconds = ?report.truncated_seconds, "pagination may have missed events");
-                        }
-                        self.job_done(batch, true);
-                    }
-                }
-            }
-            Some(Sub::Ids { batch, chunk }) => {
-                self.send(ClientMsg::Close(sub)).await?;
-                match chunk.finish() {
-                    ChunkOutcome::Complete => self.job_done(batch, true),
-                    ChunkOutcome::Retry(c) => self.queue.push_front(Job { batch, kind: JobKind::Ids(c) }),
-                    ChunkOutcome::Failed(n) => {
-                        tracing::warn!(relay = %self.ctx.url, "{n} ids never arrived");
-                        self.job_done(batch, false);
-                    }
-                }
-            }
-            Some(other) => {
-                self.subs.insert(sub, other);
-            }
-            None => {}
-        }
-        Ok(())
-    }
-
-    async fn on_closed(&mut self, sub: String, reason: String) -> Step {
-        let Some(s) = self.subs.remove(&sub) else { return Ok(()) };
-        let signal = classify(Source::Closed, &reason);
-        if signal == Signal::RateLimited {
-            self.enter_cooldown(&reason);
-            self.requeue(s);
-        } else if signal == Signal::SubscriptionOverflow {
-            self.requeue(s);
-            self.overflow().await?;
-        } else if let Sub::Neg { batch, filter, .. } = s {
-            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
-            self.negentropy_unsupported(&reason).await?;
-        } else {
-            tracing::warn!(relay = %self.ctx.url, %sub, "subscription closed: {reason}");
-            self.report(|r| r.last_error = Some(reason.clone()));
-            match s {
-                Sub::Page { batch, .. } | Sub::Ids { batch, .. } => self.job_done(batch, false),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_notice(&mut self, text: String) -> Step {
-        let signal = classify(Source::Notice, &text);
-        if signal == Signal::SubscriptionOverflow {
-            self.overflow().await
-        } else if signal == Signal::RateLimited {
-            self.enter_cooldown(&text);
-            Ok(())
-        } else if signal == Signal::NegentropyUnsupported && self.subs.values().any(|s| matches!(s, Sub::Neg { .. })) {
-            self.negentropy_unsupported(&text).await
-        } else {
-            tracing::info!(relay = %self.ctx.url, "NOTICE: {text}");
-            self.report(|r| r.last_error = Some(text));
-            Ok(())
-        }
-    }
-
-    async fn on_neg_msg(&mut self, sub: String, msg: String) -> Step {
-        let Some(Sub::Neg { batch, filter, mut session, mut need, .. }) = self.subs.remove(&sub) else {
-            return Ok(());
-        };
-        if self.mem.neg_supported.is_none() {
-            self.mem.neg_supported = Some(true);
-            self.report(|r| r.negentropy = Some(true));
-        }
-        match session.step(&msg) {
-            Ok(step) => {
-                need.extend(step.need);
-                if let Some(next) = step.next {
-                    if self.send(ClientMsg::NegMsg { sub: sub.clone(), msg: next }).await? {
-                        self.subs.insert(sub, Sub::Neg { batch, filter, session, need, deadline: None });
-                    } else {
-                        self.job_done(batch, false);
-                    }
-                    return Ok(());
-                }
-                self.send(ClientMsg::NegClose(sub)).await?;
-                let chunks = chunk_ids(&need, self.ctx.settings.id_chunk);
-                if let Some(b) = batch.and_then(|id| self.batches.get_mut(&id)) {
-                    b.jobs_left += chunks.len();
-                }
-                for c in chunks.into_iter().rev() {
-                    self.queue.push_front(Job { batch, kind: JobKind::Ids(c) });
-                }
-                self.job_done(batch, true);
-            }
-            Err(e) => {
-                tracing::warn!(relay = %self.ctx.url, "{e}; paginating this filter");
-                self.send(ClientMsg::NegClose(sub)).await?;
-                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
-                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
-            }
-        }
-        Ok(())
-    }
-
-    async fn on_neg_err(&mut self, sub: String, reason: String) -> Step {
-        let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) else { return Ok(()) };
-        let signal = classify(Source::NegErr, &reason);
-        if signal == Signal::TooManyResults {
-            let pager = Paginator::new(filter, self.ctx.settings.page_limit);
-            self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
-            Ok(())
-        } else if signal == Signal::RateLimited {
-            self.enter_cooldown(&reason);
-            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
-            Ok(())
-        } else {
-            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
-            self.negentropy_unsupported(&reason).await
-        }
     }
 }

@@ -1,0 +1,168 @@
+//! Handling what the relay sends: events, EOSE, CLOSED, NOTICE and NIP-77 answers.
+
+use super::*;
+
+impl Session<'_> {
+    pub(super) async fn handle(&mut self, msg: RelayMsg) -> Step {
+        match msg {
+            RelayMsg::Event { sub, note } => self.on_event(sub, *note).await,
+            RelayMsg::Eose(sub) => self.on_eose(sub).await,
+            RelayMsg::Closed { sub, reason } => self.on_closed(sub, reason).await,
+            RelayMsg::Notice(text) => self.on_notice(text).await,
+            RelayMsg::NegMsg { sub, msg } => self.on_neg_msg(sub, msg).await,
+            RelayMsg::NegErr { sub, reason } => self.on_neg_err(sub, reason).await,
+            RelayMsg::Ok { .. } | RelayMsg::Auth(_) | RelayMsg::Other(_) => Ok(()),
+        }
+    }
+
+    async fn on_event(&mut self, sub: String, note: Note) -> Step {
+        self.report(|r| r.events_received += 1);
+        let Ok(id) = note.check() else {
+            self.report(|r| r.events_invalid += 1);
+            return Ok(());
+        };
+        let wanted = match self.subs.get_mut(&sub) {
+            Some(Sub::Live(fs, _)) => fs.iter().any(|f| f.matches(&note)),
+            Some(Sub::Page { pager, filter, .. }) => filter.matches(&note) && pager.on_event(&note.id, note.created_at),
+            Some(Sub::Ids { chunk, .. }) => chunk.on_event(&id),
+            Some(Sub::Neg { .. }) | None => false,
+        };
+        if wanted {
+            self.deliver(note).await
+        } else {
+            self.report(|r| r.events_unmatched += 1);
+            Ok(())
+        }
+    }
+
+    async fn on_eose(&mut self, sub: String) -> Step {
+        match self.subs.remove(&sub) {
+            Some(Sub::Live(fs, _)) => {
+                self.subs.insert(sub, Sub::Live(fs, true));
+            }
+            Some(Sub::Page { batch, mut pager, .. }) => {
+                self.send(ClientMsg::Close(sub)).await?;
+                match pager.on_eose() {
+                    PageEnd::Next(f) => self.send_page(batch, pager, f).await?,
+                    PageEnd::Done(report) => {
+                        if !report.is_complete() {
+                            tracing::warn!(relay = %self.ctx.url, seconds = ?report.truncated_seconds, "pagination may have missed events");
+                        }
+                        self.job_done(batch, true);
+                    }
+                }
+            }
+            Some(Sub::Ids { batch, chunk }) => {
+                self.send(ClientMsg::Close(sub)).await?;
+                match chunk.finish() {
+                    ChunkOutcome::Complete => self.job_done(batch, true),
+                    ChunkOutcome::Retry(c) => self.queue.push_front(Job { batch, kind: JobKind::Ids(c) }),
+                    ChunkOutcome::Failed(n) => {
+                        tracing::warn!(relay = %self.ctx.url, "{n} ids never arrived");
+                        self.job_done(batch, false);
+                    }
+                }
+            }
+            Some(other) => {
+                self.subs.insert(sub, other);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn on_closed(&mut self, sub: String, reason: String) -> Step {
+        let Some(s) = self.subs.remove(&sub) else { return Ok(()) };
+        let signal = classify(Source::Closed, &reason);
+        if signal == Signal::RateLimited {
+            self.enter_cooldown(&reason);
+            self.requeue(s);
+        } else if signal == Signal::SubscriptionOverflow {
+            self.requeue(s);
+            self.overflow().await?;
+        } else if let Sub::Neg { batch, filter, .. } = s {
+            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
+            self.negentropy_unsupported(&reason).await?;
+        } else {
+            tracing::warn!(relay = %self.ctx.url, %sub, "subscription closed: {reason}");
+            self.report(|r| r.last_error = Some(reason.clone()));
+            match s {
+                Sub::Page { batch, .. } | Sub::Ids { batch, .. } => self.job_done(batch, false),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_notice(&mut self, text: String) -> Step {
+        let signal = classify(Source::Notice, &text);
+        if signal == Signal::SubscriptionOverflow {
+            self.overflow().await
+        } else if signal == Signal::RateLimited {
+            self.enter_cooldown(&text);
+            Ok(())
+        } else if signal == Signal::NegentropyUnsupported && self.subs.values().any(|s| matches!(s, Sub::Neg { .. })) {
+            self.negentropy_unsupported(&text).await
+        } else {
+            tracing::info!(relay = %self.ctx.url, "NOTICE: {text}");
+            self.report(|r| r.last_error = Some(text));
+            Ok(())
+        }
+    }
+
+    async fn on_neg_msg(&mut self, sub: String, msg: String) -> Step {
+        let Some(Sub::Neg { batch, filter, mut session, mut need, .. }) = self.subs.remove(&sub) else {
+            return Ok(());
+        };
+        if self.mem.state.negentropy.is_none() {
+            self.mem.state.negentropy = Some(true);
+            self.report(|r| r.negentropy = Some(true));
+        }
+        match session.step(&msg) {
+            Ok(step) => {
+                need.extend(step.need);
+                if let Some(next) = step.next {
+                    if self.send(ClientMsg::NegMsg { sub: sub.clone(), msg: next }).await? {
+                        self.subs.insert(sub, Sub::Neg { batch, filter, session, need, deadline: None });
+                    } else {
+                        self.job_done(batch, false);
+                    }
+                    return Ok(());
+                }
+                self.send(ClientMsg::NegClose(sub)).await?;
+                let chunks = chunk_ids(&need, self.ctx.settings.id_chunk);
+                if let Some(b) = batch.and_then(|id| self.batches.get_mut(&id)) {
+                    b.jobs_left += chunks.len();
+                }
+                for c in chunks.into_iter().rev() {
+                    self.queue.push_front(Job { batch, kind: JobKind::Ids(c) });
+                }
+                self.job_done(batch, true);
+            }
+            Err(e) => {
+                tracing::warn!(relay = %self.ctx.url, "{e}; paginating this filter");
+                self.send(ClientMsg::NegClose(sub)).await?;
+                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_neg_err(&mut self, sub: String, reason: String) -> Step {
+        let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) else { return Ok(()) };
+        let signal = classify(Source::NegErr, &reason);
+        if signal == Signal::TooManyResults {
+            let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+            self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+            Ok(())
+        } else if signal == Signal::RateLimited {
+            self.enter_cooldown(&reason);
+            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
+            Ok(())
+        } else {
+            self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
+            self.negentropy_unsupported(&reason).await
+        }
+    }
+}
