@@ -3,7 +3,6 @@
 //! and a daemon restart within the quick-reconnect window catches up by a quick reconnect.
 
 mod support;
-#[allow(unused_imports)]
 mod sync_support;
 
 use nostr_relay_builder::prelude::Keys;
