@@ -39,6 +39,11 @@ pub struct RelayStatus {
     pub historic_total: usize,
     /// Sessions started from scratch (first connect, long outage, daily) and quick reconnects
     /// (resumed from where the last connection left off).
+    /// Websocket payload bytes exchanged with the relay.
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
     #[serde(default)]
     pub fresh_starts: u64,
     #[serde(default)]
@@ -177,7 +182,13 @@ pub fn render_prometheus(s: &Status) -> String {
     }
 
     type Field = fn(&RelayStatus) -> f64;
-    let per_relay: [(&str, &str, &str, Field); 11] = [
+    let per_relay: [(&str, &str, &str, Field); 13] = [
+        ("grasp_sync_bytes_received_total", "counter", "Websocket payload bytes received from the relay.", |r| {
+            r.bytes_in as f64
+        }),
+        ("grasp_sync_bytes_sent_total", "counter", "Websocket payload bytes sent to the relay.", |r| {
+            r.bytes_out as f64
+        }),
         ("grasp_sync_fresh_starts_total", "counter", "Sync sessions started from scratch with the relay.", |r| {
             r.fresh_starts as f64
         }),
@@ -208,7 +219,9 @@ pub fn render_prometheus(s: &Status) -> String {
         ("grasp_sync_connection_attempts_total", "counter", "Connection attempts to the relay.", |r| {
             r.connection_attempts as f64
         }),
-        ("grasp_sync_subscriptions", "gauge", "Open subscriptions on the relay.", |r| r.subscriptions as f64),
+        ("grasp_sync_subscriptions", "gauge", "Live subscriptions the relay has confirmed (EOSE received).", |r| {
+            r.subscriptions as f64
+        }),
         ("grasp_sync_historic_batches_done", "gauge", "Historic sync batches finished in the current round.", |r| {
             r.historic_done as f64
         }),

@@ -45,6 +45,8 @@ pub(super) struct EventLoop {
     engine: SyncStatus,
     counters: HashMap<String, Counters>,
     relays: BTreeMap<String, PersistedRelay>,
+    /// Last status seen per relay, to log each change once.
+    last_status: HashMap<String, &'static str>,
     host_connected: bool,
 }
 
@@ -76,6 +78,7 @@ impl EventLoop {
             engine,
             counters: HashMap::new(),
             relays,
+            last_status: HashMap::new(),
             host_connected: false,
         }
     }
@@ -215,9 +218,22 @@ impl EventLoop {
         self.refresh_metrics();
     }
 
-    /// Keeps what the engine says to persist for each relay.
+    /// Keeps what the engine says to persist for each relay, and logs each status change.
     fn track_relays(&mut self) {
         for (url, report) in self.engine.relays() {
+            let now_status = report.status.as_str();
+            let before = self.last_status.insert(url.to_string(), now_status);
+            if before != Some(now_status) {
+                tracing::info!(
+                    relay = %url,
+                    from = before.unwrap_or("new"),
+                    to = now_status,
+                    health = report.health.map(|h| h.as_str()).unwrap_or("healthy"),
+                    negentropy = ?report.negentropy,
+                    error = report.last_error.as_deref().unwrap_or(""),
+                    "relay status"
+                );
+            }
             self.relays.insert(url.to_string(), report.persisted);
         }
     }
@@ -260,6 +276,9 @@ impl EventLoop {
                 m.events_duplicate = c.duplicate;
                 m.events_rejected = c.rejected + c.bad_signature + r.events_invalid + r.events_unmatched;
                 m.connection_attempts = r.dial_attempts;
+                m.bytes_in = r.bytes_in;
+                m.bytes_out = r.bytes_out;
+                m.subscriptions = r.live_ready;
                 m.fresh_starts = r.fresh_starts;
                 m.quick_reconnects = r.quick_reconnects;
                 m.last_error = r.last_error.clone();

@@ -1,0 +1,272 @@
+//! grasp-sync against `strfry sync`, with real strfry processes on loopback (needs a strfry binary:
+//! `$STRFRY_BIN` or `strfry` on PATH). Run through `scripts/bench-vs-strfry [EVENTS]`.
+//!
+//! 1. A remote strfry holds one repository's history: its announcement, 100 issues and comments on
+//!    them (EVENTS in all).
+//! 2. `strfry sync <remote> --dir down` with the filters grasp-sync would use (L1, L2 `#a`, L3 `#E`)
+//!    into an empty strfry: wall time.
+//! 3. `grasp-sync run` beside another empty strfry (running `grasp-sync plugin`) that holds only the
+//!    announcement: wall time from start until the host holds every event, and bytes on the wire.
+//! 4. Live: events published to the remote one by one; latency until each is on the host.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nostr_relay_builder::prelude::{EventBuilder, JsonUtil, Keys, Kind, Tag, Timestamp};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const SERVICE: &str = "wss://git.example.test";
+
+struct Relay {
+    child: Child,
+    conf: PathBuf,
+    port: u16,
+    db: PathBuf,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(bin: &Path, dir: &Path, name: &str, extra: &str) -> Relay {
+    let db = dir.join(name).join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let port = free_port();
+    let conf = dir.join(name).join("strfry.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "db = \"{}/\"\nrelay {{\n  bind = \"127.0.0.1\"\n  port = {port}\n  nofiles = 0\n{extra}\n}}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join(name).join("strfry.log")).unwrap();
+    let child = Command::new(bin)
+        .arg(format!("--config={}", conf.display()))
+        .arg("relay")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "strfry {name} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Relay { child, conf, port, db }
+}
+
+fn import(bin: &Path, relay: &Relay, events: &[Value]) {
+    let mut child = Command::new(bin)
+        .arg(format!("--config={}", relay.conf.display()))
+        .arg("import")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for e in events {
+        writeln!(stdin, "{e}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+async fn count(port: u16) -> u64 {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap();
+    ws.send(Message::text(r#"["COUNT","c",{}]"#)).await.unwrap();
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v[0] == "COUNT" {
+                let _ = ws.close(None).await;
+                return v[2]["count"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    0
+}
+
+fn event(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: u64) -> Value {
+    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
+    let ev = EventBuilder::new(Kind::from(kind), content)
+        .tags(tags)
+        .custom_created_at(Timestamp::from(at))
+        .sign_with_keys(keys)
+        .unwrap();
+    serde_json::from_str(&ev.as_json()).unwrap()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let strfry = std::env::var_os("STRFRY_BIN").map(PathBuf::from).or_else(|| {
+        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("strfry")).find(|p| p.is_file())
+    });
+    let Some(strfry) = strfry else {
+        println!("needs a strfry binary: set STRFRY_BIN");
+        return Ok(());
+    };
+    let grasp = std::env::current_exe()?.parent().unwrap().parent().unwrap().join("grasp-sync");
+    let dir = tempfile::tempdir()?;
+    let now = Timestamp::now().as_secs();
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+
+    let remote = start(&strfry, dir.path(), "remote", "");
+    let remote_url = format!("ws://127.0.0.1:{}", remote.port);
+    let coord = format!("30617:{}:bench", alice.public_key().to_hex());
+    let ann = event(
+        &alice,
+        30617,
+        vec![vec!["d".into(), "bench".into()], vec!["relays".into(), SERVICE.into(), remote_url.clone()]],
+        "",
+        now - 90_000,
+    );
+    let issues: Vec<Value> = (0..100)
+        .map(|i| event(&bob, 1621, vec![vec!["a".into(), coord.clone()]], &format!("issue {i}"), now - 80_000 + i))
+        .collect();
+    let comments: Vec<Value> = (0..n.saturating_sub(101))
+        .map(|i| {
+            let root = issues[i % 100]["id"].as_str().unwrap().to_string();
+            event(
+                &bob,
+                1111,
+                vec![vec!["E".into(), root], vec!["K".into(), "1621".into()]],
+                &format!("comment {i}"),
+                now - 70_000 + (i as u64) / 3,
+            )
+        })
+        .collect();
+    let mut all = vec![ann.clone()];
+    all.extend(issues.iter().cloned());
+    all.extend(comments.iter().cloned());
+    import(&strfry, &remote, &all);
+    println!("remote holds {} events ({} issues, {} comments)", count(remote.port).await, issues.len(), comments.len());
+
+    // strfry sync with the equivalent filters.
+    let host_a = start(&strfry, dir.path(), "host-strfry-sync", "");
+    let roots: Vec<&str> = issues.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let filters = json!([{"kinds": [30617]}, {"#a": [coord]}, {"#E": roots}]);
+    let t = Instant::now();
+    let status = Command::new(&strfry)
+        .arg(format!("--config={}", host_a.conf.display()))
+        .args(["sync", &remote_url, "--dir", "down", "--filter", &filters.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let strfry_secs = t.elapsed().as_secs_f64();
+    let strfry_got = count(host_a.port).await;
+    println!("strfry sync --dir down: {strfry_got} events in {strfry_secs:.2} s (exit {status})");
+
+    // grasp-sync into a strfry host with the plugin.
+    let config = dir.path().join("grasp-sync.toml");
+    let metrics = free_port();
+    let plugin = format!("{} plugin --config {}", grasp.display(), config.display());
+    let host_b =
+        start(&strfry, dir.path(), "host-grasp-sync", &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
+    std::fs::write(
+        &config,
+        format!(
+            "service_url = \"{SERVICE}\"\n[host]\nurl = \"ws://127.0.0.1:{}\"\nstrfry_db = \"{}\"\n[sync]\nallow_private_addresses = true\n[state]\ndir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            host_b.port,
+            host_b.db.display(),
+            dir.path().join("state").display()
+        ),
+    )?;
+    import(&strfry, &host_b, &[ann.clone()]);
+    let t = Instant::now();
+    let mut daemon = Command::new(&grasp)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let target = all.len() as u64;
+    let mut got = 0;
+    while got < target && t.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = count(host_b.port).await;
+    }
+    let grasp_secs = t.elapsed().as_secs_f64();
+    let s = grasp_sync::metrics::fetch_status(([127, 0, 0, 1], metrics).into()).await?;
+    let (bytes_in, bytes_out) = s.relays.iter().fold((0, 0), |(i, o), r| (i + r.bytes_in, o + r.bytes_out));
+    println!("grasp-sync run:         {got} events in {grasp_secs:.2} s (start to last event stored), {bytes_in} bytes in, {bytes_out} bytes out");
+    println!("time ratio grasp-sync / strfry sync: {:.2}", grasp_secs / strfry_secs);
+
+    // Live propagation.
+    let (mut sub, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}", host_b.port)).await?;
+    sub.send(Message::text(r#"["REQ","live",{"kinds":[1111],"limit":0}]"#)).await?;
+    let (mut publ, _) = tokio_tungstenite::connect_async(&remote_url).await?;
+    let m = 300;
+    let mut sent_at = std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    let receiver = async {
+        let mut out = Vec::new();
+        while out.len() < m {
+            match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v[0] == "EVENT" {
+                        out.push((v[2]["id"].as_str().unwrap().to_string(), Instant::now()));
+                    }
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        out
+    };
+    let sender = async {
+        for i in 0..m {
+            let root = roots[i % 100].to_string();
+            let ev = event(&bob, 1111, vec![vec!["E".into(), root]], &format!("live {i}"), Timestamp::now().as_secs());
+            sent_at.insert(ev["id"].as_str().unwrap().to_string(), Instant::now());
+            publ.send(Message::text(json!(["EVENT", ev]).to_string())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (received, ()) = tokio::join!(receiver, sender);
+    for (id, at) in received {
+        if let Some(s) = sent_at.get(&id) {
+            latencies.push(at.duration_since(*s).as_secs_f64() * 1000.0);
+        }
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if latencies.is_empty() {
+        println!("live: no event arrived");
+    } else {
+        println!(
+            "live propagation remote -> host: {} of {m} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.last().unwrap()
+        );
+    }
+    terminate(&mut daemon);
+    Ok(())
+}
+
+/// Stops the daemon with SIGTERM (as a service manager would) and waits for it.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
