@@ -191,7 +191,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             dir.path().join("state").display()
         ),
     )?;
-    import(&strfry, &host_b, &[ann.clone()]);
+    import(&strfry, &host_b, std::slice::from_ref(&ann));
     let t = Instant::now();
     let mut daemon = Command::new(&grasp)
         .args(["run", "--config"])
