@@ -151,3 +151,28 @@ async fn events_with_a_bad_id_or_matching_no_filter_are_dropped_and_counted() {
     assert_eq!(r.ids_requested, 105);
     assert_eq!(h.store.len(), 100, "nothing else reached the host");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_never_arrive_are_asked_for_once_more_then_the_batch_is_marked_failed() {
+    let relay = TestRelay::start(None).await;
+    let proxy = Proxy::start(&relay.url).await;
+    // Every event is tampered with on the way: none ever arrives intact.
+    proxy.state.corrupt_events.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let c = coord("lost");
+    let events = repo_events(&c, 20, 2);
+    relay.insert_all(&events).await;
+    let h = Harness::start(
+        engine_config("wss://grasp.example.com", fast_settings()),
+        index_with(&c, &[&proxy.url]),
+        Arc::new(MemoryStore::new()),
+    );
+    eventually(20, "historic sync given up", || {
+        h.report(&proxy.url).status == RelayStatus::ConnectedHistoricSyncFailures
+    })
+    .await;
+    let r = h.report(&proxy.url);
+    assert_eq!(r.ids_requested, 40, "each id asked for twice");
+    assert_eq!(r.events_invalid, 40);
+    assert!(r.historic_failures >= 1);
+    assert!(h.store.is_empty());
+}

@@ -21,17 +21,22 @@ impl Session<'_> {
             self.report(|r| r.events_invalid += 1);
             return Ok(());
         };
-        let wanted = match self.subs.get_mut(&sub) {
-            Some(Sub::Live(fs, _)) => fs.iter().any(|f| f.matches(&note)),
-            Some(Sub::Page { pager, filter, .. }) => filter.matches(&note) && pager.on_event(&note.id, note.created_at),
-            Some(Sub::Ids { chunk, .. }) => chunk.on_event(&id),
-            Some(Sub::Neg { .. }) | None => false,
+        // `Some(true)` deliver, `Some(false)` a repeat within this fetch, `None` not asked for.
+        let verdict = match self.subs.get_mut(&sub) {
+            Some(Sub::Live(fs, _)) => fs.iter().any(|f| f.matches(&note)).then_some(true),
+            Some(Sub::Page { pager, filter, .. }) => {
+                filter.matches(&note).then(|| pager.on_event(&note.id, note.created_at))
+            }
+            Some(Sub::Ids { chunk, .. }) => chunk.wanted.contains(&id).then(|| chunk.on_event(&id)),
+            Some(Sub::Neg { .. }) | None => None,
         };
-        if wanted {
-            self.deliver(note).await
-        } else {
-            self.report(|r| r.events_unmatched += 1);
-            Ok(())
+        match verdict {
+            Some(true) => self.deliver(note).await,
+            Some(false) => Ok(()),
+            None => {
+                self.report(|r| r.events_unmatched += 1);
+                Ok(())
+            }
         }
     }
 
