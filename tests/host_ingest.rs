@@ -34,7 +34,7 @@ fn url(port: u16) -> RelayUrl {
 }
 
 /// Collects `n` reports or fails at the deadline.
-async fn collect(rx: &mut mpsc::Receiver<Report>, n: usize) -> Vec<Report> {
+async fn collect(rx: &mut mpsc::UnboundedReceiver<Report>, n: usize) -> Vec<Report> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while out.len() < n {
@@ -51,7 +51,7 @@ async fn collect(rx: &mut mpsc::Receiver<Report>, n: usize) -> Vec<Report> {
 async fn pipelined_writes_are_all_stored_and_duplicates_recognised() {
     let port = support::strfry::free_port();
     let _host = host_on(port).await;
-    let (reports_tx, mut reports) = mpsc::channel(64);
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let (_stop_tx, stop) = watch::channel(false);
     let (handle, task) = ingest::spawn(IngestConfig::new(url(port)), reports_tx, stop, Duration::from_secs(5));
     let keys = Keys::generate();
@@ -85,7 +85,7 @@ async fn pipelined_writes_are_all_stored_and_duplicates_recognised() {
 #[tokio::test]
 async fn events_wait_for_a_host_that_is_down_and_leave_parents_first() {
     let port = support::strfry::free_port();
-    let (reports_tx, mut reports) = mpsc::channel(64);
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let (_stop_tx, stop) = watch::channel(false);
     let mut cfg = IngestConfig::new(url(port));
     cfg.base_backoff_secs = 1;
@@ -123,7 +123,7 @@ async fn events_wait_for_a_host_that_is_down_and_leave_parents_first() {
 #[tokio::test]
 async fn shutdown_returns_what_could_not_be_written() {
     let port = support::strfry::free_port();
-    let (reports_tx, _reports) = mpsc::channel(64);
+    let (reports_tx, _reports) = mpsc::unbounded_channel();
     let (stop_tx, stop) = watch::channel(false);
     let (handle, task) = ingest::spawn(IngestConfig::new(url(port)), reports_tx, stop, Duration::from_millis(300));
     let keys = Keys::generate();
@@ -134,4 +134,28 @@ async fn shutdown_returns_what_could_not_be_written() {
     let left =
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops within the flush deadline").unwrap();
     assert_eq!(left.len(), 10, "nothing is silently dropped");
+}
+
+#[tokio::test]
+async fn submitter_that_reads_reports_only_afterwards_never_deadlocks() {
+    // The daemon's loop both submits (waiting while the queue is full) and reads reports; the
+    // ingest must keep answering while nobody reads them.
+    let port = support::strfry::free_port();
+    let _host = host_on(port).await;
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (_stop_tx, stop) = watch::channel(false);
+    let mut cfg = IngestConfig::new(url(port));
+    cfg.window = 8;
+    cfg.queue = 20;
+    let (handle, _task) = ingest::spawn(cfg, reports_tx, stop, Duration::from_secs(5));
+    let keys = Keys::generate();
+    let notes: Vec<Note> = (0..400).map(|i| signed(&keys, 1, &format!("n{i}"), 1_700_000_000 + i)).collect();
+    let submit_all = async {
+        for n in &notes {
+            handle.submit(n.clone(), None).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), submit_all).await.expect("every submit completes without reading reports");
+    let got = collect(&mut reports, notes.len()).await;
+    assert!(got.iter().all(|r| r.outcome == Outcome::Stored));
 }

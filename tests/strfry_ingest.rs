@@ -16,7 +16,7 @@ async fn host_restarted_mid_ingest_loses_nothing() {
     let Some(bin) = strfry::binary_or_skip("strfry_ingest") else { return };
     let mut host = Strfry::start(&bin, "");
     let url = RelayUrl::parse(&host.url()).unwrap();
-    let (reports_tx, mut reports) = mpsc::channel(256);
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let (_stop_tx, stop) = watch::channel(false);
     let mut cfg = IngestConfig::new(url.clone());
     cfg.base_backoff_secs = 1;

@@ -86,7 +86,7 @@ impl EventLoop {
     pub(super) async fn run(
         &mut self,
         mut fetched: mpsc::Receiver<Fetched>,
-        mut reports: mpsc::Receiver<Report>,
+        mut reports: mpsc::UnboundedReceiver<Report>,
         mut stream: mpsc::Receiver<StreamEvent>,
         shutdown: impl Future<Output = ()>,
     ) {

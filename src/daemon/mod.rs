@@ -96,7 +96,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let store = Arc::new(HostStore::new(db.clone(), rejected.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (reports_tx, reports_rx) = mpsc::channel(4096);
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let mut ingest_cfg = IngestConfig::new(cfg.host.url.clone());
     ingest_cfg.base_backoff_secs = cfg.sync.base_backoff_secs.min(5);
     ingest_cfg.max_backoff_secs = cfg.sync.max_backoff_secs.min(30);

@@ -121,11 +121,12 @@ impl IngestHandle {
     }
 }
 
-/// Starts the ingest task. `shutdown` flips to `true` to stop: the task keeps writing until the
+/// Starts the ingest task. Every submitted event gets one [`Report`] on `reports`.
+/// `shutdown` flips to `true` to stop: the task keeps writing until the
 /// queue is empty or `flush` has passed, then returns the events it could not write.
 pub fn spawn(
     cfg: IngestConfig,
-    reports: mpsc::Sender<Report>,
+    reports: mpsc::UnboundedSender<Report>,
     shutdown: watch::Receiver<bool>,
     flush: Duration,
 ) -> (IngestHandle, tokio::task::JoinHandle<Vec<Note>>) {
@@ -151,7 +152,7 @@ struct Ingest {
     cfg: IngestConfig,
     rx: mpsc::Receiver<(Note, Option<RelayUrl>)>,
     rx_open: bool,
-    reports: mpsc::Sender<Report>,
+    reports: mpsc::UnboundedSender<Report>,
     shutdown: watch::Receiver<bool>,
     flush: Duration,
     queue: BTreeMap<QueueKey, Item>,
@@ -368,8 +369,10 @@ impl Ingest {
         };
         self.queued_ids.remove(&item.note.id);
         let report = Report { note: item.note, source: item.source, outcome };
-        // The consumer may be gone at shutdown; the event was answered either way.
-        let _ = self.reports.send(report).await;
+        // Never waits: a consumer that is itself waiting to submit must still get its reports
+        // (it cannot both block on a full queue and drain answers). Reports are bounded by what
+        // was queued, which is bounded. The consumer may be gone at shutdown; that is fine.
+        let _ = self.reports.send(report);
     }
 }
 
