@@ -60,6 +60,10 @@ async fn daemon_brings_exactly_the_relevant_events_and_resumes_quickly_after_res
     })
     .await;
     assert_eq!((status.repos, status.root_events), (1, 2));
+    assert!(
+        status.relays.iter().all(|r| r.historic_total > 0 && r.historic_done == r.historic_total),
+        "historic progress complete on connected relays: {status:?}"
+    );
     assert!(status.relays.iter().all(|r| r.fresh_starts >= 1));
     stop_daemon(daemon).await;
 

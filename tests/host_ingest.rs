@@ -155,7 +155,9 @@ async fn submitter_that_reads_reports_only_afterwards_never_deadlocks() {
             handle.submit(n.clone(), None).await.unwrap();
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), submit_all).await.expect("every submit completes without reading reports");
+    tokio::time::timeout(Duration::from_secs(30), submit_all)
+        .await
+        .expect("every submit completes without reading reports");
     let got = collect(&mut reports, notes.len()).await;
     assert!(got.iter().all(|r| r.outcome == Outcome::Stored));
 }

@@ -276,6 +276,8 @@ impl EventLoop {
                 m.events_duplicate = c.duplicate;
                 m.events_rejected = c.rejected + c.bad_signature + r.events_invalid + r.events_unmatched;
                 m.connection_attempts = r.dial_attempts;
+                m.historic_done = r.historic_batches_done as usize;
+                m.historic_total = r.historic_batches_done as usize + r.historic_batches_open;
                 m.bytes_in = r.bytes_in;
                 m.bytes_out = r.bytes_out;
                 m.subscriptions = r.live_ready;

@@ -93,6 +93,9 @@ pub struct RelayReport {
     /// Ids asked for after negentropy reconciliation.
     pub ids_requested: u64,
     pub historic_failures: u64,
+    /// Historic batches finished in the current sync round, and still open.
+    pub historic_batches_done: u64,
+    pub historic_batches_open: usize,
     pub rate_limited: u64,
     pub consolidations: u64,
     /// Live subscriptions the relay has confirmed with EOSE.

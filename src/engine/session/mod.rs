@@ -284,6 +284,14 @@ impl<'a> Session<'a> {
         }
         self.pending.extend(items.iter().cloned());
         self.batches.insert(id, Batch { items, jobs_left: filters.len(), failed: false });
+        let new_round = !self.syncing;
+        let open = self.batches.len();
+        self.report(|r| {
+            if new_round {
+                r.historic_batches_done = 0;
+            }
+            r.historic_batches_open = open;
+        });
         if !self.syncing {
             self.syncing = true;
             self.report(|r| r.status = RelayStatus::Syncing);
@@ -463,6 +471,20 @@ impl<'a> Session<'a> {
         b.failed |= !ok;
         if b.jobs_left == 0 {
             let b = self.batches.remove(&id).expect("batch present");
+            let open = self.batches.len();
+            let done = self.report(|r| {
+                r.historic_batches_done += 1;
+                r.historic_batches_open = open;
+                r.historic_batches_done
+            });
+            tracing::info!(
+                relay = %self.ctx.url,
+                items = b.items.len(),
+                failed = b.failed,
+                done,
+                open,
+                "historic batch complete"
+            );
             self.mem.historic_failed |= b.failed;
             for item in b.items {
                 self.pending.remove(&item);
