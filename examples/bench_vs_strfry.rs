@@ -218,10 +218,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("grasp-sync run:         {got} events in {grasp_secs:.2} s (start to last event stored), {bytes_in} bytes in, {bytes_out} bytes out");
     println!("time ratio grasp-sync / strfry sync: {:.2}", grasp_secs / strfry_secs);
 
-    // Live propagation.
-    let (mut sub, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}", host_b.port)).await?;
+    // Live propagation, once the history is written and the daemon is idle.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(60) {
+        let s = grasp_sync::metrics::fetch_status(([127, 0, 0, 1], metrics).into()).await?;
+        if s.ingest_queue == 0 && s.relays.iter().all(|r| r.status == "connected") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut sub, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://127.0.0.1:{}", host_b.port), None, true).await?;
     sub.send(Message::text(r#"["REQ","live",{"kinds":[1111],"limit":0}]"#)).await?;
-    let (mut publ, _) = tokio_tungstenite::connect_async(&remote_url).await?;
+    let (mut publ, _) = tokio_tungstenite::connect_async_with_config(&remote_url, None, true).await?;
     let m = 300;
     let mut sent_at = std::collections::HashMap::new();
     let mut latencies = Vec::new();

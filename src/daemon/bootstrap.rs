@@ -17,7 +17,7 @@ use crate::remote::Filter;
 const PAGE: u64 = 500;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = crate::host::HostWs;
 
 struct WsSource {
     rt: tokio::runtime::Handle,
@@ -126,7 +126,7 @@ impl EventSource for WsSource {
 
 /// Builds the accepted view and repo index by querying the host relay.
 pub async fn build_over_ws(url: &RelayUrl, policy: &Policy) -> anyhow::Result<(Built, usize)> {
-    let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str()))
+    let ws = tokio::time::timeout(Duration::from_secs(10), crate::host::connect(url))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to the host at {url}"))?
         .map_err(|e| anyhow::anyhow!("cannot connect to the host at {url}: {e}"))?;

@@ -1,10 +1,10 @@
 //! `RepoSyncIndex`: what we want to hold. Repository coordinate → the relays its announcement
 //! lists (normalised, this service excluded) and the root events (patches, PRs, issues) that tag it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::policy::event::{is_root_kind, AnnouncementTags, KIND_ANNOUNCEMENT, KIND_DELETION};
-use crate::policy::{AcceptedView, Facts, Id, RelayUrl, RepoCoord};
+use crate::policy::{maintainer_closure, AcceptedView, Facts, Id, RelayUrl, RepoCoord};
 
 /// Relays taken from one announcement at most; the rest are ignored (announcements are untrusted).
 pub const MAX_RELAYS_PER_ANNOUNCEMENT: usize = crate::policy::view::MAX_ANNOUNCED_RELAYS;
@@ -106,17 +106,7 @@ impl RepoSyncIndex {
     /// recursive maintainers they name.
     pub fn refresh_d(&mut self, service: &RelayUrl, view: &impl AcceptedView, d: &str) -> bool {
         let anns = view.announcements(d);
-        let mut anchored: HashSet<Id> = anns.iter().filter(|a| a.lists_service).map(|a| a.pubkey).collect();
-        let mut queue: Vec<Id> = anchored.iter().copied().collect();
-        while let Some(pk) = queue.pop() {
-            for ann in anns.iter().filter(|a| a.pubkey == pk) {
-                for m in &ann.maintainers {
-                    if anchored.insert(*m) {
-                        queue.push(*m);
-                    }
-                }
-            }
-        }
+        let anchored = maintainer_closure(anns, anns.iter().filter(|a| a.lists_service).map(|a| a.pubkey));
         let stale: Vec<RepoCoord> =
             self.repos.keys().filter(|c| c.d == d && !anchored.contains(&c.pubkey)).cloned().collect();
         let mut changed = !stale.is_empty();
@@ -225,26 +215,13 @@ mod tests {
 #[cfg(test)]
 mod apply_tests {
     use super::*;
-    use crate::policy::event::{AnnouncementTags, KIND_ISSUE};
+    use crate::policy::event::KIND_ISSUE;
     use crate::policy::{AcceptedSet, Policy};
 
     const S: &str = "wss://grasp.example.com";
 
     fn ann(pk: u8, d: &str, relays: &[&str], maintainers: &[u8], at: u64) -> Facts {
-        Facts {
-            id: [pk.wrapping_add(at as u8); 32],
-            pubkey: [pk; 32],
-            kind: KIND_ANNOUNCEMENT,
-            created_at: at,
-            d: Some(d.into()),
-            repo_refs: vec![],
-            id_refs: vec![],
-            announcement: Some(AnnouncementTags {
-                relays: relays.iter().map(|s| s.to_string()).collect(),
-                clone: vec![],
-                maintainers: maintainers.iter().map(|m| [*m; 32]).collect(),
-            }),
-        }
+        crate::policy::tests::ann(pk, d, relays, &[], maintainers, at)
     }
 
     fn other(id: u8, author: u8, kind: u64, repo_refs: Vec<RepoCoord>, id_refs: Vec<Id>) -> Facts {

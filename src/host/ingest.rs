@@ -163,7 +163,7 @@ struct Ingest {
     stats: Arc<IngestStats>,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = super::HostWs;
 
 enum Stop {
     /// Connection lost: reconnect.
@@ -188,10 +188,10 @@ impl Ingest {
             }
             let connect = tokio::time::timeout(
                 Duration::from_secs(self.cfg.base_backoff_secs.max(5)),
-                tokio_tungstenite::connect_async(self.cfg.url.as_str()),
+                super::connect(&self.cfg.url),
             );
             let stop = match connect.await {
-                Ok(Ok((ws, _))) => {
+                Ok(Ok(ws)) => {
                     if failures > 0 {
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }

@@ -54,13 +54,10 @@ pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown
         if *shutdown.borrow() {
             return;
         }
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(cfg.base_backoff_secs.max(5)),
-            tokio_tungstenite::connect_async(cfg.url.as_str()),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(cfg.base_backoff_secs.max(5)), super::connect(&cfg.url)).await;
         let error = match attempt {
-            Ok(Ok((ws, _))) => {
+            Ok(Ok(ws)) => {
                 failures = 0;
                 if out.send(StreamEvent::Connected(true)).await.is_err() {
                     return;
@@ -89,7 +86,7 @@ pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = super::HostWs;
 
 /// One connected session. `Ok(())` means stop for good; `Err` means reconnect.
 async fn follow(

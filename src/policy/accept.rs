@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::event::{Facts, Id, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_STATE};
 use super::url::{url_host, RelayUrl};
-use super::view::AcceptedView;
+use super::view::{AcceptedView, Announcement};
 
 /// Why an event was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,12 @@ fn decide_other(view: &impl AcceptedView, ev: &Facts) -> Verdict {
 /// each author's announcement is expanded at most once.
 pub fn maintainer_set(view: &impl AcceptedView, d: &str) -> HashSet<Id> {
     let anns = view.announcements(d);
-    let mut set: HashSet<Id> = anns.iter().map(|a| a.pubkey).collect();
+    maintainer_closure(anns, anns.iter().map(|a| a.pubkey))
+}
+
+/// `start` and, recursively, the maintainers named by their announcements among `anns`.
+pub fn maintainer_closure(anns: &[Announcement], start: impl IntoIterator<Item = Id>) -> HashSet<Id> {
+    let mut set: HashSet<Id> = start.into_iter().collect();
     let mut queue: Vec<Id> = set.iter().copied().collect();
     while let Some(pk) = queue.pop() {
         for ann in anns.iter().filter(|a| a.pubkey == pk) {

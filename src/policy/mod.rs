@@ -7,7 +7,7 @@ pub mod event;
 pub mod url;
 pub mod view;
 
-pub use accept::{maintainer_set, Policy, Reason, Verdict};
+pub use accept::{maintainer_closure, maintainer_set, Policy, Reason, Verdict};
 pub use event::{verify_signature, Facts, Id, Note, RepoCoord};
 pub use url::{AddressClass, RelayUrl, UrlError};
 pub use view::{AcceptedSet, AcceptedView, Announcement};
@@ -24,4 +24,4 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

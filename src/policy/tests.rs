@@ -60,7 +60,7 @@ fn strict_mode_still_accepts_fixture_repos_that_clone_from_the_service() {
 }
 
 // Synthetic events: ids and keys are arbitrary bytes, the rules never look at signatures.
-fn ann(pk: u8, d: &str, relays: &[&str], clone: &[&str], maintainers: &[u8], at: u64) -> Facts {
+pub(crate) fn ann(pk: u8, d: &str, relays: &[&str], clone: &[&str], maintainers: &[u8], at: u64) -> Facts {
     Facts {
         id: [pk ^ (at as u8) ^ 0x5a; 32],
         pubkey: [pk; 32],
