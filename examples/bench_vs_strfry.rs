@@ -230,26 +230,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut sub, _) =
         tokio_tungstenite::connect_async_with_config(format!("ws://127.0.0.1:{}", host_b.port), None, true).await?;
     sub.send(Message::text(r#"["REQ","live",{"kinds":[1111],"limit":0}]"#)).await?;
+    // Baseline: the same events as seen by a subscriber of the remote itself (strfry's own delay).
+    let (mut base_sub, _) = tokio_tungstenite::connect_async_with_config(&remote_url, None, true).await?;
+    base_sub.send(Message::text(r#"["REQ","live",{"kinds":[1111],"limit":0}]"#)).await?;
     let (mut publ, _) = tokio_tungstenite::connect_async_with_config(&remote_url, None, true).await?;
     let m = 300;
     let mut sent_at = std::collections::HashMap::new();
-    let mut latencies = Vec::new();
-    let receiver = async {
-        let mut out = Vec::new();
-        while out.len() < m {
-            match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    if v[0] == "EVENT" {
-                        out.push((v[2]["id"].as_str().unwrap().to_string(), Instant::now()));
-                    }
-                }
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-        out
-    };
+    let receiver = receive_ids(&mut sub, m);
+    let base_receiver = receive_ids(&mut base_sub, m);
     let sender = async {
         for i in 0..m {
             let root = roots[i % 100].to_string();
@@ -259,26 +247,55 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    let (received, ()) = tokio::join!(receiver, sender);
-    for (id, at) in received {
-        if let Some(s) = sent_at.get(&id) {
-            latencies.push(at.duration_since(*s).as_secs_f64() * 1000.0);
-        }
-    }
-    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if latencies.is_empty() {
-        println!("live: no event arrived");
-    } else {
-        println!(
-            "live propagation remote -> host: {} of {m} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            latencies.len(),
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            latencies.last().unwrap()
-        );
-    }
+    let (received, base_received, ()) = tokio::join!(receiver, base_receiver, sender);
+    report_latency("remote -> host via grasp-sync", &received, &sent_at, m);
+    report_latency("remote -> its own subscriber (baseline)", &base_received, &sent_at, m);
     terminate(&mut daemon);
     Ok(())
+}
+
+async fn receive_ids(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    m: usize,
+) -> Vec<(String, Instant)> {
+    let mut out = Vec::new();
+    while out.len() < m {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v[0] == "EVENT" {
+                    out.push((v[2]["id"].as_str().unwrap().to_string(), Instant::now()));
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    out
+}
+
+fn report_latency(
+    label: &str,
+    received: &[(String, Instant)],
+    sent_at: &std::collections::HashMap<String, Instant>,
+    m: usize,
+) {
+    let mut latencies: Vec<f64> = received
+        .iter()
+        .filter_map(|(id, at)| Some(at.duration_since(*sent_at.get(id)?).as_secs_f64() * 1000.0))
+        .collect();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if latencies.is_empty() {
+        println!("live {label}: no event arrived");
+        return;
+    }
+    println!(
+        "live {label}: {} of {m} events, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
 }
 
 /// Stops the daemon with SIGTERM (as a service manager would) and waits for it.
