@@ -20,11 +20,7 @@ async fn a_connection_dropped_mid_historic_resumes_without_fetching_twice() {
     let events = repo_events(&c, 1_000, 4);
     relay.insert_all(&events).await;
     let settings = SyncSettings { id_chunk: 100, ..fast_settings() };
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", settings),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, settings);
     eventually(30, "every event held", || h.holds(&events)).await;
     eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
     let r = h.report(&proxy.url);
@@ -44,11 +40,7 @@ async fn a_relay_down_at_start_is_retried_with_backoff_and_synced_once_up() {
     let c = coord("down");
     let events = repo_events(&c, 100, 2);
     relay.insert_all(&events).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, fast_settings());
     eventually(10, "several attempts", || h.report(&proxy.url).dial_attempts >= 4).await;
     let r = h.report(&proxy.url);
     assert_eq!(r.health, Some(HealthStatus::Failing));
@@ -71,11 +63,7 @@ async fn a_rate_limit_cools_down_then_resumes() {
     let settings = SyncSettings { negentropy: false, ..fast_settings() };
     let cooldown = settings.rate_limit_cooldown;
     let started = Instant::now();
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", settings),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, settings);
     eventually(10, "rate limit seen", || h.report(&proxy.url).rate_limited >= 1).await;
     eventually(20, "every event held after the cooldown", || h.holds(&events)).await;
     assert!(started.elapsed() >= cooldown, "work resumed only after the cooldown");
@@ -129,11 +117,7 @@ async fn a_quick_reconnect_catches_up_on_every_layer_published_while_away() {
     let root = issue(&c, "root", T0 + 1);
     let history = [repo_events(&c, 20, 2), vec![root.clone()]].concat();
     relay.insert_all(&history).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, fast_settings());
     eventually(20, "history held, root indexed, connected", || {
         let r = h.report(&proxy.url);
         h.holds(&history) && r.root_events == 1 && r.status == RelayStatus::Connected

@@ -41,11 +41,7 @@ async fn falls_back_to_req(mode: NegMode) {
     let c = coord("beta");
     let events = repo_events(&c, 300, 3);
     relay.insert_all(&events).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, fast_settings());
     eventually(20, &format!("every event held with {mode:?}"), || h.holds(&events)).await;
     eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
     let r = h.report(&proxy.url);
@@ -82,11 +78,7 @@ async fn pagination_gets_2000_events_in_pages_of_100_with_shared_timestamps() {
     let events = repo_events(&c, 2_000, 25);
     relay.insert_all(&events).await;
     let settings = grasp_sync::engine::SyncSettings { negentropy: false, page_limit: 100, ..fast_settings() };
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", settings),
-        index_with(&c, &[&relay.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &relay.url, settings);
     eventually(30, "all 2000 events held", || h.holds(&events)).await;
     eventually(10, "relay connected", || h.report(&relay.url).status == RelayStatus::Connected).await;
     assert!(h.duplicates().is_empty(), "the boundary second is deduplicated");
@@ -118,11 +110,7 @@ async fn too_many_query_results_pages_that_filter_and_keeps_negentropy() {
     let c = coord("big");
     let events = repo_events(&c, 300, 3);
     relay.insert_all(&events).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, fast_settings());
     eventually(20, "every event held", || h.holds(&events)).await;
     eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
     assert_ne!(h.report(&proxy.url).negentropy, Some(false), "the relay still counts as speaking NIP-77");
@@ -137,11 +125,7 @@ async fn events_with_a_bad_id_or_matching_no_filter_are_dropped_and_counted() {
     let c = coord("tamper");
     let events = repo_events(&c, 100, 2);
     relay.insert_all(&events).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, fast_settings());
     // The tampered ones count as missing and are asked for once more.
     eventually(20, "every genuine event held", || h.holds(&events)).await;
     eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
@@ -161,11 +145,7 @@ async fn ids_that_never_arrive_are_asked_for_once_more_then_the_batch_is_marked_
     let c = coord("lost");
     let events = repo_events(&c, 20, 2);
     relay.insert_all(&events).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&proxy.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &proxy.url, fast_settings());
     eventually(20, "historic sync given up", || {
         h.report(&proxy.url).status == RelayStatus::ConnectedHistoricSyncFailures
     })

@@ -17,11 +17,7 @@ async fn live_events_arrive_after_historic_sync() {
     let c = coord("live");
     let history = repo_events(&c, 50, 5);
     relay.insert_all(&history).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&relay.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &relay.url, fast_settings());
     eventually(20, "history held and relay connected", || h.holds(&history) && connected(&h, &relay.url)).await;
     let fresh = note(1, T0 + 5_000, vec![vec!["a".into(), c.to_string()]], "live one");
     let ann = announcement("someone-else", &["wss://elsewhere.example.com"]);
@@ -37,11 +33,7 @@ async fn comments_on_a_newly_found_root_event_are_fetched() {
     let root = issue(&c, "it breaks", T0 + 1);
     let old_comment = comment(&root, "me too", T0 + 2);
     relay.insert_all(&[root.clone(), old_comment.clone()]).await;
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", fast_settings()),
-        index_with(&c, &[&relay.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &relay.url, fast_settings());
     // The root arrives through L2 (it tags the repo); the harness adds it to the index; L3
     // then finds the comment, which only tags the root.
     eventually(20, "root and its comment held", || h.holds(&[root.clone(), old_comment.clone()])).await;
@@ -134,11 +126,7 @@ async fn the_daily_fresh_start_resyncs_on_a_new_connection() {
         daily: (std::time::Duration::from_secs(1), std::time::Duration::from_secs(1)),
         ..fast_settings()
     };
-    let h = Harness::start(
-        engine_config("wss://grasp.example.com", settings),
-        index_with(&c, &[&relay.url]),
-        Arc::new(MemoryStore::new()),
-    );
+    let h = Harness::one_relay(&c, &relay.url, settings);
     eventually(20, "two fresh starts", || h.report(&relay.url).fresh_starts >= 2).await;
     eventually(10, "held and connected", || h.holds(&events) && connected(&h, &relay.url)).await;
     assert!(h.duplicates().is_empty(), "negentropy re-sync fetches nothing already held");

@@ -116,6 +116,15 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// An engine syncing one repository from one relay into an empty store.
+    pub fn one_relay(c: &RepoCoord, relay: &str, settings: SyncSettings) -> Harness {
+        Harness::start(
+            engine_config("wss://grasp.example.com", settings),
+            index_with(c, &[relay]),
+            Arc::new(MemoryStore::new()),
+        )
+    }
+
     pub fn start(cfg: EngineConfig, index: RepoSyncIndex, store: Arc<MemoryStore>) -> Harness {
         let (index_tx, index_rx) = watch::channel(index);
         let dialer = Arc::new(TestDialer::default());
