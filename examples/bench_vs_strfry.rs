@@ -9,107 +9,19 @@
 //!    announcement: wall time from start until the host holds every event, and bytes on the wire.
 //! 4. Live: events published to the remote one by one; latency until each is on the host.
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "support/strfry.rs"]
+mod strfry;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use nostr_relay_builder::prelude::{EventBuilder, JsonUtil, Keys, Kind, Tag, Timestamp};
+use nostr_relay_builder::prelude::{Keys, Timestamp};
 use serde_json::{json, Value};
+use strfry::{count, event, find_strfry, free_port, start, terminate};
 use tokio_tungstenite::tungstenite::Message;
 
 const SERVICE: &str = "wss://git.example.test";
-
-struct Relay {
-    child: Child,
-    conf: PathBuf,
-    port: u16,
-    db: PathBuf,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start(bin: &Path, dir: &Path, name: &str, extra: &str) -> Relay {
-    let db = dir.join(name).join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    let port = free_port();
-    let conf = dir.join(name).join("strfry.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "db = \"{}/\"\nrelay {{\n  bind = \"127.0.0.1\"\n  port = {port}\n  nofiles = 0\n{extra}\n}}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join(name).join("strfry.log")).unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config={}", conf.display()))
-        .arg("relay")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "strfry {name} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Relay { child, conf, port, db }
-}
-
-fn import(bin: &Path, relay: &Relay, events: &[Value]) {
-    let mut child = Command::new(bin)
-        .arg(format!("--config={}", relay.conf.display()))
-        .arg("import")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for e in events {
-        writeln!(stdin, "{e}").unwrap();
-    }
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
-}
-
-async fn count(port: u16) -> u64 {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap();
-    ws.send(Message::text(r#"["COUNT","c",{}]"#)).await.unwrap();
-    while let Some(Ok(m)) = ws.next().await {
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v[0] == "COUNT" {
-                let _ = ws.close(None).await;
-                return v[2]["count"].as_u64().unwrap_or(0);
-            }
-        }
-    }
-    0
-}
-
-fn event(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: u64) -> Value {
-    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
-    let ev = EventBuilder::new(Kind::from(kind), content)
-        .tags(tags)
-        .custom_created_at(Timestamp::from(at))
-        .sign_with_keys(keys)
-        .unwrap();
-    serde_json::from_str(&ev.as_json()).unwrap()
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
@@ -118,10 +30,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
-    let strfry = std::env::var_os("STRFRY_BIN").map(PathBuf::from).or_else(|| {
-        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("strfry")).find(|p| p.is_file())
-    });
-    let Some(strfry) = strfry else {
+    let Some(strfry) = find_strfry() else {
         println!("needs a strfry binary: set STRFRY_BIN");
         return Ok(());
     };
@@ -158,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut all = vec![ann.clone()];
     all.extend(issues.iter().cloned());
     all.extend(comments.iter().cloned());
-    import(&strfry, &remote, &all);
+    remote.import(&all);
     println!("remote holds {} events ({} issues, {} comments)", count(remote.port).await, issues.len(), comments.len());
 
     // strfry sync with the equivalent filters.
@@ -198,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             dir.path().join("state").display()
         ),
     )?;
-    import(&strfry, &host_b, std::slice::from_ref(&ann));
+    host_b.import(std::slice::from_ref(&ann));
     let t = Instant::now();
     let mut daemon = Command::new(&grasp)
         .args(["run", "--config"])
@@ -296,10 +205,4 @@ fn report_latency(
         percentile(&latencies, 0.99),
         latencies.last().unwrap()
     );
-}
-
-/// Stops the daemon with SIGTERM (as a service manager would) and waits for it.
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let _ = child.wait();
 }
