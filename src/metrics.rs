@@ -48,6 +48,31 @@ pub struct RelayStatus {
     pub fresh_starts: u64,
     #[serde(default)]
     pub quick_reconnects: u64,
+    /// What the relay sent that was dropped: unreadable frames, events with bad ids, bad
+    /// signatures, events matching no filter we sent, events on subscriptions we never opened.
+    #[serde(default)]
+    pub frames_invalid: u64,
+    #[serde(default)]
+    pub events_invalid: u64,
+    #[serde(default)]
+    pub events_bad_signature: u64,
+    #[serde(default)]
+    pub events_unmatched: u64,
+    #[serde(default)]
+    pub events_unknown_subscription: u64,
+    #[serde(default)]
+    pub notices: u64,
+    /// Connections closed because the relay misbehaved or sent live events too fast.
+    #[serde(default)]
+    pub misbehaving_disconnects: u64,
+    /// Historic subscriptions given up for not finishing in time.
+    #[serde(default)]
+    pub historic_timeouts: u64,
+    /// Work waiting for a subscription slot, and subscriptions open, on the current connection.
+    #[serde(default)]
+    pub jobs_queued: usize,
+    #[serde(default)]
+    pub subscriptions_open: usize,
     pub last_error: Option<String>,
 }
 
@@ -182,7 +207,7 @@ pub fn render_prometheus(s: &Status) -> String {
     }
 
     type Field = fn(&RelayStatus) -> f64;
-    let per_relay: [(&str, &str, &str, Field); 13] = [
+    let per_relay: [(&str, &str, &str, Field); 22] = [
         ("grasp_sync_bytes_received_total", "counter", "Websocket payload bytes received from the relay.", |r| {
             r.bytes_in as f64
         }),
@@ -229,6 +254,49 @@ pub fn render_prometheus(s: &Status) -> String {
             r.historic_total as f64
         }),
         ("grasp_sync_relay_repos", "gauge", "Repositories synced from the relay.", |r| r.repos as f64),
+        (
+            "grasp_sync_relay_frames_invalid_total",
+            "counter",
+            "Frames from the relay that were no readable message.",
+            |r| r.frames_invalid as f64,
+        ),
+        ("grasp_sync_relay_events_invalid_total", "counter", "Events from the relay whose id did not match.", |r| {
+            r.events_invalid as f64
+        }),
+        (
+            "grasp_sync_relay_events_bad_signature_total",
+            "counter",
+            "Events from the relay whose signature did not verify.",
+            |r| r.events_bad_signature as f64,
+        ),
+        (
+            "grasp_sync_relay_events_unmatched_total",
+            "counter",
+            "Events from the relay matching no filter of their subscription.",
+            |r| r.events_unmatched as f64,
+        ),
+        (
+            "grasp_sync_relay_events_unknown_subscription_total",
+            "counter",
+            "Events from the relay on subscription ids we never opened.",
+            |r| r.events_unknown_subscription as f64,
+        ),
+        ("grasp_sync_relay_notices_total", "counter", "NOTICE messages from the relay.", |r| r.notices as f64),
+        (
+            "grasp_sync_relay_misbehaving_disconnects_total",
+            "counter",
+            "Connections closed because the relay misbehaved or sent live events too fast.",
+            |r| r.misbehaving_disconnects as f64,
+        ),
+        (
+            "grasp_sync_relay_historic_timeouts_total",
+            "counter",
+            "Historic subscriptions given up because they did not finish in time.",
+            |r| r.historic_timeouts as f64,
+        ),
+        ("grasp_sync_relay_jobs_queued", "gauge", "Sync work waiting for a subscription slot on the relay.", |r| {
+            r.jobs_queued as f64
+        }),
     ];
     for (name, kind, help, field) in per_relay {
         family(&mut out, name, kind, help);

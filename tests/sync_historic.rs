@@ -5,7 +5,8 @@ mod sync_support;
 
 use std::sync::Arc;
 
-use grasp_sync::engine::{MemoryStore, RelayStatus};
+use grasp_sync::engine::{MemoryStore, RelayStatus, SyncSettings};
+use grasp_sync::remote::abuse::AbuseLimits;
 use sync_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +146,9 @@ async fn ids_that_never_arrive_are_asked_for_once_more_then_the_batch_is_marked_
     let c = coord("lost");
     let events = repo_events(&c, 20, 2);
     relay.insert_all(&events).await;
-    let h = Harness::one_relay(&c, &proxy.url, fast_settings());
+    // This relay is let off its misbehaviour budget: the retry is what is looked at here.
+    let abuse = AbuseLimits { invalid_events: 1_000, ..AbuseLimits::default() };
+    let h = Harness::one_relay(&c, &proxy.url, SyncSettings { abuse, ..fast_settings() });
     eventually(20, "historic sync given up", || {
         h.report(&proxy.url).status == RelayStatus::ConnectedHistoricSyncFailures
     })

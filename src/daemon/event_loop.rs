@@ -122,6 +122,7 @@ impl EventLoop {
         }
         if !verify_signature(&f.note) {
             self.counters.entry(relay).or_default().bad_signature += 1;
+            self.engine.bad_signature(&f.relay);
             tracing::debug!(relay = %f.relay, id = %f.note.id, "event with a bad signature dropped");
             return;
         }
@@ -274,7 +275,11 @@ impl EventLoop {
                 m.events_received = r.events_received;
                 m.events_stored = c.stored;
                 m.events_duplicate = c.duplicate;
-                m.events_rejected = c.rejected + c.bad_signature + r.events_invalid + r.events_unmatched;
+                m.events_rejected = c.rejected
+                    + c.bad_signature
+                    + r.events_invalid
+                    + r.events_unmatched
+                    + r.events_unknown_subscription;
                 m.connection_attempts = r.dial_attempts;
                 m.historic_done = r.historic_batches_done as usize;
                 m.historic_total = r.historic_batches_done as usize + r.historic_batches_open;
@@ -283,6 +288,16 @@ impl EventLoop {
                 m.subscriptions = r.live_ready;
                 m.fresh_starts = r.fresh_starts;
                 m.quick_reconnects = r.quick_reconnects;
+                m.frames_invalid = r.frames_invalid;
+                m.events_invalid = r.events_invalid;
+                m.events_bad_signature = c.bad_signature;
+                m.events_unmatched = r.events_unmatched;
+                m.events_unknown_subscription = r.events_unknown_subscription;
+                m.notices = r.notices;
+                m.misbehaving_disconnects = r.misbehaving_disconnects;
+                m.historic_timeouts = r.historic_timeouts;
+                m.jobs_queued = r.jobs_queued;
+                m.subscriptions_open = r.subscriptions_open;
                 m.last_error = r.last_error.clone();
             });
         }

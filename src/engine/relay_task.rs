@@ -47,7 +47,8 @@ pub struct RelayMemory {
     pub state: RelayState,
     /// Subscription budget (shrinks when the relay reports overflow).
     pub budget: usize,
-    pub historic_failed: bool,
+    /// Items whose last historic sync gave up (retried after `historic_retry`).
+    pub failed: BTreeSet<Item>,
 }
 
 impl RelayMemory {
@@ -56,7 +57,7 @@ impl RelayMemory {
             confirmed: BTreeSet::new(),
             state: RelayState::default(),
             budget: budget.max(2),
-            historic_failed: false,
+            failed: BTreeSet::new(),
         }
     }
 }
@@ -87,6 +88,40 @@ pub fn after_failure(settings: &SyncSettings, failures: u32, failing_for: Durati
         (settings.dead_retry, HealthStatus::Dead)
     } else {
         (backoff(settings, failures), HealthStatus::Failing)
+    }
+}
+
+/// How a session that was not ended by us went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The connection dropped (closed, reset, websocket error).
+    Lost,
+    /// We hung up: a misbehaviour budget ran out.
+    Misbehaving,
+    /// We hung up: live events came faster than the per-relay rate.
+    TooFast,
+}
+
+/// What follows a session: the consecutive failure count, the wait before the next dial, and
+/// the health to show meanwhile (`None`: leave it). A connection lost after `stable_session`
+/// starts over from the base delay; one lost sooner, or closed for misbehaviour, is one more
+/// failure, so the backoff keeps growing for a relay that accepts and drops us.
+pub fn after_session(
+    settings: &SyncSettings,
+    failures: u32,
+    lasted: Duration,
+    failing_for: Duration,
+    ended: Ended,
+) -> (u32, Duration, Option<HealthStatus>) {
+    if ended == Ended::Lost && lasted >= settings.stable_session {
+        return (0, settings.base_backoff, None);
+    }
+    let failures = failures.saturating_add(1);
+    let (delay, health) = after_failure(settings, failures, failing_for);
+    match (ended, health) {
+        (_, HealthStatus::Dead) | (Ended::Lost, _) => (failures, delay, Some(health)),
+        (Ended::Misbehaving, _) => (failures, delay, Some(HealthStatus::Degraded)),
+        (Ended::TooFast, _) => (failures, delay.max(settings.rate_limit_cooldown), Some(HealthStatus::RateLimited)),
     }
 }
 
@@ -159,8 +194,7 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             }
         };
         let degraded_until = (failures > 0).then(|| Instant::now() + s.degraded_for);
-        failures = 0;
-        failing_since = None;
+        let session_start = Instant::now();
         let now = unix_now();
         let strategy = if force_fresh {
             ConnectStrategy::FreshStart
@@ -186,19 +220,41 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             r.bytes_in = counters.bytes_in();
             r.bytes_out = counters.bytes_out();
         });
-        match end {
-            SessionEnd::Lost(e) => {
-                tracing::info!(relay = %ctx.url, "connection lost: {e}");
+        let (ended, why) = match &end {
+            SessionEnd::Lost(e) => (Some(Ended::Lost), e.clone()),
+            SessionEnd::Misbehaving(e) => (Some(Ended::Misbehaving), e.clone()),
+            SessionEnd::TooFast(e) => (Some(Ended::TooFast), e.clone()),
+            _ => (None, String::new()),
+        };
+        if ended != Some(Ended::Lost) && ended.is_some() {
+            ctx.status.update(&ctx.url, |r| r.misbehaving_disconnects += 1);
+        }
+        if ended.is_none() {
+            failures = 0;
+            failing_since = None;
+        }
+        match (ended, end) {
+            (Some(ended), _) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                let (f, delay, health) = after_session(s, failures, session_start.elapsed(), since.elapsed(), ended);
+                failures = f;
+                if failures == 0 {
+                    failing_since = None;
+                }
+                tracing::info!(relay = %ctx.url, failures, ?delay, "connection ended: {why}");
                 ctx.status.update(&ctx.url, |r| {
                     r.status = RelayStatus::Disconnected;
-                    r.last_error = Some(e);
+                    r.last_error = Some(why);
+                    if let Some(h) = health {
+                        r.health = Some(h);
+                    }
                 });
-                if !wait(s.base_backoff, &mut target).await {
+                if !wait(delay, &mut target).await {
                     return;
                 }
             }
-            SessionEnd::Daily => force_fresh = true,
-            SessionEnd::Unneeded => {
+            (None, SessionEnd::Daily) => force_fresh = true,
+            (None, SessionEnd::Unneeded) => {
                 tracing::info!(relay = %ctx.url, "no repository needs this relay; closed");
                 ctx.status.update(&ctx.url, |r| {
                     r.status = RelayStatus::Disconnected;
@@ -206,7 +262,7 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
                 });
                 return;
             }
-            SessionEnd::Shutdown => return,
+            (None, _) => return,
         }
     }
 }
@@ -232,6 +288,36 @@ mod tests {
         assert_eq!(after_failure(&s, 3, hour), (Duration::from_secs(20), HealthStatus::Failing));
         assert_eq!(after_failure(&s, 30, 23 * hour), (Duration::from_secs(3600), HealthStatus::Failing));
         assert_eq!(after_failure(&s, 31, 24 * hour), (24 * hour, HealthStatus::Dead));
+    }
+
+    #[test]
+    fn a_connection_lost_early_is_one_more_failure_and_a_stable_one_starts_over() {
+        let s = SyncSettings::default();
+        let (short, long) = (Duration::from_secs(1), Duration::from_secs(600));
+        let zero = Duration::ZERO;
+        assert_eq!(after_session(&s, 0, long, zero, Ended::Lost), (0, s.base_backoff, None));
+        assert_eq!(after_session(&s, 3, long, zero, Ended::Lost), (0, s.base_backoff, None));
+        let mut failures = 0;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            let (f, delay, health) = after_session(&s, failures, short, zero, Ended::Lost);
+            assert_eq!(health, Some(HealthStatus::Failing));
+            failures = f;
+            delays.push(delay.as_secs());
+        }
+        assert_eq!(delays, [5, 10, 20, 40, 80], "the backoff grows for a relay that accepts and drops");
+    }
+
+    #[test]
+    fn misbehaviour_counts_as_a_failure_however_long_the_session() {
+        let s = SyncSettings::default();
+        let long = Duration::from_secs(6000);
+        let (f, delay, health) = after_session(&s, 0, long, Duration::ZERO, Ended::Misbehaving);
+        assert_eq!((f, delay, health), (1, s.base_backoff, Some(HealthStatus::Degraded)));
+        let (f, delay, health) = after_session(&s, 1, long, Duration::ZERO, Ended::TooFast);
+        assert_eq!((f, delay, health), (2, s.rate_limit_cooldown, Some(HealthStatus::RateLimited)));
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(after_session(&s, 9, long, day, Ended::Misbehaving).2, Some(HealthStatus::Dead));
     }
 
     #[test]

@@ -41,6 +41,18 @@ pub struct SyncSettings {
     pub payload_limit: usize,
     /// Daily fresh start, drawn uniformly from this range per relay.
     pub daily: (Duration, Duration),
+    /// A historic subscription (REQ page, `ids` fetch, negentropy round) that has not finished
+    /// within this time is given up: its batch fails and is retried after `historic_retry`.
+    pub historic_timeout: Duration,
+    /// Delay before the items of a failed historic batch are synced again.
+    pub historic_retry: Duration,
+    /// A connection lost sooner than this after it opened counts as a failed connect (the
+    /// backoff keeps growing), so a relay that accepts and drops cannot make us redial at once.
+    pub stable_session: Duration,
+    /// Longest a frame may take to be written before the connection counts as lost.
+    pub send_timeout: Duration,
+    /// Misbehaviour budgets and the live event rate per connection.
+    pub abuse: crate::remote::abuse::AbuseLimits,
 }
 
 impl Default for SyncSettings {
@@ -63,6 +75,11 @@ impl Default for SyncSettings {
             filter_chunk: 100,
             payload_limit: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
             daily: (Duration::from_secs(23 * 3600), Duration::from_secs(25 * 3600)),
+            historic_timeout: Duration::from_secs(120),
+            historic_retry: Duration::from_secs(600),
+            stable_session: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            abuse: crate::remote::abuse::AbuseLimits::default(),
         }
     }
 }
@@ -90,6 +107,23 @@ pub struct RelayReport {
     /// Events dropped: bad id, or matching no filter of their subscription.
     pub events_invalid: u64,
     pub events_unmatched: u64,
+    /// Events on subscription ids we never opened (dropped).
+    pub events_unknown_subscription: u64,
+    /// Events whose signature did not verify, as reported back by the consumer.
+    pub events_bad_signature: u64,
+    /// Frames that were no readable relay message (bad JSON, wrong shape, garbage NIP-77).
+    pub frames_invalid: u64,
+    pub notices: u64,
+    /// Connections we closed because a misbehaviour budget ran out or live events came too fast.
+    pub misbehaving_disconnects: u64,
+    /// Historic subscriptions given up because they did not finish in time.
+    pub historic_timeouts: u64,
+    /// Queue depths of the current connection: jobs waiting for a subscription slot, open
+    /// subscriptions, items in historic sync, items waiting for a historic retry.
+    pub jobs_queued: usize,
+    pub subscriptions_open: usize,
+    pub items_pending: usize,
+    pub items_failed: usize,
     /// Ids asked for after negentropy reconciliation.
     pub ids_requested: u64,
     pub historic_failures: u64,
@@ -139,6 +173,14 @@ impl SyncStatus {
     pub fn update<R>(&self, url: &RelayUrl, f: impl FnOnce(&mut RelayReport) -> R) -> R {
         let mut inner = self.inner.lock().expect("status lock");
         f(inner.relays.entry(url.clone()).or_default())
+    }
+
+    /// The consumer found an event from this relay with a bad signature: counted, and the
+    /// relay's task holds it against the relay's misbehaviour budget.
+    pub fn bad_signature(&self, url: &RelayUrl) {
+        if let Some(r) = self.inner.lock().expect("status lock").relays.get_mut(url) {
+            r.events_bad_signature += 1;
+        }
     }
 
     pub fn relay(&self, url: &RelayUrl) -> Option<RelayReport> {

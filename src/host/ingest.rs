@@ -40,6 +40,10 @@ pub struct IngestConfig {
     pub ok_timeout: Duration,
     /// Attempts for transient refusals before an event counts as rejected.
     pub max_attempts: u32,
+    /// Largest EVENT frame sent to the host. strfry drops a connection that sends a bigger one
+    /// (`maxWebsocketPayloadSize`), so a bigger event is refused here instead of killing the
+    /// connection over and over.
+    pub max_frame: usize,
 }
 
 impl IngestConfig {
@@ -52,6 +56,7 @@ impl IngestConfig {
             max_backoff_secs: 30,
             ok_timeout: Duration::from_secs(30),
             max_attempts: 3,
+            max_frame: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
         }
     }
 }
@@ -321,6 +326,12 @@ impl Ingest {
                     continue;
                 }
             };
+            if frame.len() > self.cfg.max_frame {
+                let why = format!("invalid: event of {} bytes is over the host's frame limit", frame.len());
+                tracing::info!(id = %item.note.id, bytes = frame.len(), "ingest: event too large for the host; not sent");
+                self.answered(item, false, &why).await;
+                continue;
+            }
             let id = item.note.id.clone();
             self.in_flight.insert(id, (item, Instant::now()));
             ws.feed(Message::text(frame)).await.map_err(|e| e.to_string())?;

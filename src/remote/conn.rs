@@ -41,9 +41,22 @@ pub enum ConnError {
     Ws(String),
     #[error("refusing to send a {len}-byte frame (limit {limit})")]
     TooLarge { len: usize, limit: usize },
+    /// The relay sent a message over our accept limit; the connection is dropped.
+    #[error("relay sent a message of {size} bytes, over our limit of {limit} bytes")]
+    Oversized { size: usize, limit: usize },
     /// A frame we could not read; the connection stays usable.
     #[error("malformed frame: {0}")]
     Malformed(#[from] MsgError),
+}
+
+fn incoming_error(e: tokio_tungstenite::tungstenite::Error) -> ConnError {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    match e {
+        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            ConnError::Oversized { size, limit: max_size }
+        }
+        other => ConnError::Ws(other.to_string()),
+    }
 }
 
 /// A relay connection.
@@ -88,7 +101,7 @@ impl Connection {
         loop {
             let frame = match self.ws.next().await? {
                 Ok(f) => f,
-                Err(e) => return Some(Err(ConnError::Ws(e.to_string()))),
+                Err(e) => return Some(Err(incoming_error(e))),
             };
             let text = match &frame {
                 Message::Text(t) => t.as_str(),

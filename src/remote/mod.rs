@@ -1,6 +1,7 @@
 //! Talking to other relays: websocket client (one task per relay), NIP-77 negentropy, REQ
 //! pagination and health.
 
+pub mod abuse;
 pub mod classify;
 pub mod conn;
 pub mod dial;

@@ -5,6 +5,7 @@
 pub mod dialer;
 pub mod proxy;
 pub mod relay;
+pub mod scripted;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 pub use dialer::TestDialer;
 pub use proxy::{NegMode, Proxy};
 pub use relay::TestRelay;
+pub use scripted::{text_frame, text_frame_header, Peer, ScriptLog, Scripted};
 
 /// A real secp256k1 x-only key (the test relay parses public keys); signatures are not checked.
 pub const PUBKEY: &str = "9997a497d964fc1a62885b05a51166a65a90df00492c8d7cf61d6accf54803be";

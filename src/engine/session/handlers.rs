@@ -1,6 +1,14 @@
 //! Handling what the relay sends: events, EOSE, CLOSED, NOTICE and NIP-77 answers.
 
 use super::*;
+use crate::remote::abuse::clip;
+
+/// Most NIP-77 rounds one reconciliation may take, and most ids it may ask for: a relay that
+/// keeps a reconciliation going or claims endless ids is paginated instead.
+const MAX_NEG_ROUNDS: u32 = 1_000;
+const MAX_NEG_NEED: usize = 250_000;
+/// Longest relay-supplied text kept in `last_error` and logs.
+const TEXT_CLIP: usize = 200;
 
 impl Session<'_> {
     pub(super) async fn handle(&mut self, msg: RelayMsg) -> Step {
@@ -18,12 +26,15 @@ impl Session<'_> {
     async fn on_event(&mut self, sub: String, note: Note) -> Step {
         self.report(|r| r.events_received += 1);
         let Ok(id) = note.check() else {
-            self.report(|r| r.events_invalid += 1);
-            return Ok(());
+            return self.offend(Offence::InvalidEvent);
         };
+        let mut live = false;
         // `Some(true)` deliver, `Some(false)` a repeat within this fetch, `None` not asked for.
         let verdict = match self.subs.get_mut(&sub) {
-            Some(Sub::Live(fs, _)) => fs.iter().any(|f| f.matches(&note)).then_some(true),
+            Some(Sub::Live(fs, ready)) => {
+                live = *ready;
+                fs.iter().any(|f| f.matches(&note)).then_some(true)
+            }
             Some(Sub::Page { pager, filter, .. }) => {
                 filter.matches(&note).then(|| pager.on_event(&note.id, note.created_at))
             }
@@ -31,12 +42,15 @@ impl Session<'_> {
             Some(Sub::Neg { .. }) | None => None,
         };
         match verdict {
-            Some(true) => self.deliver(note).await,
-            Some(false) => Ok(()),
-            None => {
-                self.report(|r| r.events_unmatched += 1);
-                Ok(())
+            Some(true) => {
+                if live {
+                    self.live_event()?;
+                }
+                self.deliver(note).await
             }
+            Some(false) => Ok(()),
+            None if !self.ever_opened(&sub) => self.offend(Offence::UnknownSubscription),
+            None => self.offend(Offence::UnmatchedEvent),
         }
     }
 
@@ -78,6 +92,7 @@ impl Session<'_> {
 
     async fn on_closed(&mut self, sub: String, reason: String) -> Step {
         let Some(s) = self.subs.remove(&sub) else { return Ok(()) };
+        let reason = clip(&reason, TEXT_CLIP);
         let signal = classify(Source::Closed, &reason);
         if signal == Signal::RateLimited {
             self.enter_cooldown(&reason);
@@ -100,6 +115,8 @@ impl Session<'_> {
     }
 
     async fn on_notice(&mut self, text: String) -> Step {
+        self.offend(Offence::Notice)?;
+        let text = clip(&text, TEXT_CLIP);
         let signal = classify(Source::Notice, &text);
         if signal == Signal::SubscriptionOverflow {
             self.overflow().await
@@ -119,15 +136,22 @@ impl Session<'_> {
         let Some(Sub::Neg { batch, filter, mut session, mut need, .. }) = self.subs.remove(&sub) else {
             return Ok(());
         };
-        if self.mem.state.negentropy.is_none() {
-            self.mem.state.negentropy = Some(true);
-            self.report(|r| r.negentropy = Some(true));
-        }
         match session.step(&msg) {
+            Ok(step) if session.rounds > MAX_NEG_ROUNDS || need.len() + step.need.len() > MAX_NEG_NEED => {
+                tracing::warn!(relay = %self.ctx.url, rounds = session.rounds, "negentropy does not converge; paginating this filter");
+                self.send(ClientMsg::NegClose(sub)).await?;
+                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+            }
             Ok(step) => {
+                if self.mem.state.negentropy.is_none() {
+                    self.mem.state.negentropy = Some(true);
+                    self.report(|r| r.negentropy = Some(true));
+                }
                 need.extend(step.need);
                 if let Some(next) = step.next {
                     if self.send(ClientMsg::NegMsg { sub: sub.clone(), msg: next }).await? {
+                        self.set_deadline(&sub);
                         self.subs.insert(sub, Sub::Neg { batch, filter, session, need, deadline: None });
                     } else {
                         self.job_done(batch, false);
@@ -145,10 +169,11 @@ impl Session<'_> {
                 self.job_done(batch, true);
             }
             Err(e) => {
-                tracing::warn!(relay = %self.ctx.url, "{e}; paginating this filter");
+                // A NEG-MSG we cannot read: this relay's NIP-77 is not usable, page with REQ.
                 self.send(ClientMsg::NegClose(sub)).await?;
-                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
-                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+                self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
+                self.offend(Offence::InvalidFrame)?;
+                self.negentropy_unsupported(&format!("unreadable NEG-MSG ({e})")).await?;
             }
         }
         Ok(())
@@ -156,6 +181,7 @@ impl Session<'_> {
 
     async fn on_neg_err(&mut self, sub: String, reason: String) -> Step {
         let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) else { return Ok(()) };
+        let reason = clip(&reason, TEXT_CLIP);
         let signal = classify(Source::NegErr, &reason);
         if signal == Signal::TooManyResults {
             let pager = Paginator::new(filter, self.ctx.settings.page_limit);
@@ -169,5 +195,36 @@ impl Session<'_> {
             self.queue.push_front(Job { batch, kind: JobKind::Neg(filter) });
             self.negentropy_unsupported(&reason).await
         }
+    }
+
+    /// The relay lacks NIP-77: every negentropy job becomes REQ pagination.
+    pub(super) async fn negentropy_unsupported(&mut self, why: &str) -> Step {
+        tracing::info!(relay = %self.ctx.url, "no NIP-77 ({why}); falling back to REQ");
+        self.mem.state.negentropy = Some(false);
+        self.report(|r| r.negentropy = Some(false));
+        let neg: Vec<String> =
+            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Neg { .. })).map(|(k, _)| k.clone()).collect();
+        for sub in neg {
+            if let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) {
+                self.send(ClientMsg::NegClose(sub)).await?;
+                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
+                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
+            }
+        }
+        let limit = self.ctx.settings.page_limit;
+        for job in self.queue.iter_mut() {
+            if let JobKind::Neg(f) = &job.kind {
+                job.kind = JobKind::Page(Paginator::new(f.clone(), limit));
+            }
+        }
+        Ok(())
+    }
+
+    /// strfry dropped the live part of a REQ: shrink the budget and consolidate.
+    async fn overflow(&mut self) -> Step {
+        let open = self.subs.values().filter(|s| !matches!(s, Sub::Neg { .. })).count();
+        self.mem.budget = self.mem.budget.min(open.saturating_sub(1)).max(2);
+        tracing::info!(relay = %self.ctx.url, budget = self.mem.budget, "too many subscriptions; consolidating");
+        self.consolidate().await
     }
 }

@@ -14,6 +14,7 @@ use crate::engine::status::{HealthStatus, RelayStatus};
 use crate::engine::store::Fetched;
 use crate::engine::targets::ItemSet;
 use crate::policy::Note;
+use crate::remote::abuse::{Budget, Offence, TokenBucket};
 use crate::remote::classify::{classify, Signal, Source};
 use crate::remote::conn::MAX_NEG_FRAME;
 use crate::remote::historic::{chunk_ids, ChunkOutcome, IdChunk};
@@ -21,6 +22,7 @@ use crate::remote::negentropy::{frame_limit_for, NegSession};
 use crate::remote::paginate::{PageEnd, Paginator};
 use crate::remote::{ClientMsg, ConnError, Connection, Filter, RelayMsg};
 
+mod guard;
 mod handlers;
 
 /// How often timers (negentropy silence, cooldown end, daily) are checked.
@@ -30,6 +32,10 @@ const TICK: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) enum SessionEnd {
     Lost(String),
+    /// A misbehaviour budget ran out (the text says which).
+    Misbehaving(String),
+    /// Live events came faster than the per-relay rate.
+    TooFast(String),
     Unneeded,
     Shutdown,
     Daily,
@@ -118,6 +124,16 @@ pub(crate) struct Session<'a> {
     current: BTreeSet<Item>,
     /// The live set must be rebuilt (items were dropped from the target).
     rebuild_live: bool,
+    /// Misbehaviour counts of this connection.
+    budget: Budget,
+    /// Live events allowed per second.
+    live_rate: TokenBucket,
+    /// When each historic subscription must have finished.
+    deadlines: HashMap<String, Instant>,
+    /// When the items of failed historic batches are synced again.
+    retry_at: Option<Instant>,
+    /// Bad signatures reported for this relay so far (to count new ones).
+    bad_signatures_seen: u64,
 }
 
 type Step = Result<(), SessionEnd>;
@@ -129,6 +145,10 @@ impl<'a> Session<'a> {
         conn: Connection,
         degraded_until: Option<Instant>,
     ) -> Self {
+        let now = Instant::now();
+        let limits = ctx.settings.abuse;
+        let bad_signatures_seen = ctx.status.update(&ctx.url, |r| r.events_bad_signature);
+        let retry_at = (!mem.failed.is_empty()).then(|| now + ctx.settings.historic_retry);
         Session {
             ctx,
             mem,
@@ -143,6 +163,11 @@ impl<'a> Session<'a> {
             syncing: false,
             current: BTreeSet::new(),
             rebuild_live: false,
+            budget: Budget::new(limits, now),
+            live_rate: TokenBucket::new(limits.live_events_per_sec, limits.live_burst, now),
+            deadlines: HashMap::new(),
+            retry_at,
+            bad_signatures_seen,
         }
     }
 
@@ -181,7 +206,7 @@ impl<'a> Session<'a> {
                     None => Err(SessionEnd::Lost("connection closed by the relay".into())),
                     Some(Err(ConnError::Malformed(e))) => {
                         tracing::debug!(relay = %self.ctx.url, "malformed frame: {e}");
-                        Ok(())
+                        self.offend(Offence::InvalidFrame)
                     }
                     Some(Err(e)) => Err(SessionEnd::Lost(e.to_string())),
                     Some(Ok(m)) => self.handle(m).await,
@@ -213,7 +238,7 @@ impl<'a> Session<'a> {
     fn begin(&mut self, fresh: bool, since: Option<u64>, target: &RelayTarget) {
         if fresh {
             self.mem.confirmed.clear();
-            self.mem.historic_failed = false;
+            self.mem.failed.clear();
             self.mem.state.announcements_synced = false;
             self.mem.state.negentropy = None;
             self.report(|r| r.fresh_starts += 1);
@@ -316,7 +341,10 @@ impl<'a> Session<'a> {
     }
 
     async fn send(&mut self, msg: ClientMsg) -> Result<bool, SessionEnd> {
-        match self.conn.send(&msg).await {
+        let Ok(sent) = tokio::time::timeout(self.ctx.settings.send_timeout, self.conn.send(&msg)).await else {
+            return Err(SessionEnd::Lost("the relay does not read what we send (write timed out)".into()));
+        };
+        match sent {
             Ok(()) => Ok(true),
             Err(e @ ConnError::TooLarge { .. }) => {
                 tracing::warn!(relay = %self.ctx.url, "{e}");
@@ -337,7 +365,12 @@ impl<'a> Session<'a> {
         let ready = self.subs.values().filter(|s| matches!(s, Sub::Live(_, true))).count();
         let (bytes_in, bytes_out) = (self.conn.counters().bytes_in(), self.conn.counters().bytes_out());
         let persisted = self.mem.state.persisted();
+        let (queued, pending, failed) = (self.queue.len(), self.pending.len(), self.mem.failed.len());
         self.report(|r| {
+            r.jobs_queued = queued;
+            r.subscriptions_open = open;
+            r.items_pending = pending;
+            r.items_failed = failed;
             r.persisted = persisted;
             r.live_ready = ready;
             r.bytes_in = bytes_in;
@@ -381,6 +414,7 @@ impl<'a> Session<'a> {
                 let sub = self.sub_id("neg");
                 if self.send(ClientMsg::NegOpen { sub: sub.clone(), filter: filter.clone(), msg }).await? {
                     let deadline = Some(Instant::now() + self.ctx.settings.negentropy_timeout);
+                    self.set_deadline(&sub);
                     self.subs.insert(sub, Sub::Neg { batch: job.batch, filter, session, need: Vec::new(), deadline });
                 } else {
                     self.job_done(job.batch, false);
@@ -393,6 +427,7 @@ impl<'a> Session<'a> {
                 let n = chunk.wanted.len() as u64;
                 if self.send(ClientMsg::Req { sub: sub.clone(), filters: vec![chunk.filter()] }).await? {
                     self.report(|r| r.ids_requested += n);
+                    self.set_deadline(&sub);
                     self.subs.insert(sub, Sub::Ids { batch: job.batch, chunk });
                 } else {
                     self.job_done(job.batch, false);
@@ -424,6 +459,7 @@ impl<'a> Session<'a> {
     async fn send_page(&mut self, batch: Option<u64>, pager: Paginator, filter: Filter) -> Step {
         let sub = self.sub_id("page");
         if self.send(ClientMsg::Req { sub: sub.clone(), filters: vec![filter.clone()] }).await? {
+            self.set_deadline(&sub);
             self.subs.insert(sub, Sub::Page { batch, pager, filter });
         } else {
             self.job_done(batch, false);
@@ -485,7 +521,13 @@ impl<'a> Session<'a> {
                 open,
                 "historic batch complete"
             );
-            self.mem.historic_failed |= b.failed;
+            if b.failed {
+                self.schedule_retry(&b.items);
+            } else {
+                for item in &b.items {
+                    self.mem.failed.remove(item);
+                }
+            }
             for item in b.items {
                 self.pending.remove(&item);
                 if !self.current.contains(&item) {
@@ -502,7 +544,7 @@ impl<'a> Session<'a> {
     fn maybe_finish(&mut self) {
         if self.syncing && self.batches.is_empty() {
             self.syncing = false;
-            let status = if self.mem.historic_failed {
+            let status = if !self.mem.failed.is_empty() {
                 RelayStatus::ConnectedHistoricSyncFailures
             } else {
                 RelayStatus::Connected
@@ -523,6 +565,7 @@ impl<'a> Session<'a> {
     }
 
     fn enter_cooldown(&mut self, why: &str) {
+        let why = &crate::remote::abuse::clip(why, 200);
         tracing::info!(relay = %self.ctx.url, "rate limited ({why}); cooling down");
         self.cooldown_until = Some(Instant::now() + self.ctx.settings.rate_limit_cooldown);
         self.report(|r| {
@@ -541,59 +584,5 @@ impl<'a> Session<'a> {
             Sub::Ids { batch, chunk } => Job { batch, kind: JobKind::Ids(chunk) },
         };
         self.queue.push_front(job);
-    }
-
-    /// The relay lacks NIP-77: every negentropy job becomes REQ pagination.
-    async fn negentropy_unsupported(&mut self, why: &str) -> Step {
-        tracing::info!(relay = %self.ctx.url, "no NIP-77 ({why}); falling back to REQ");
-        self.mem.state.negentropy = Some(false);
-        self.report(|r| r.negentropy = Some(false));
-        let neg: Vec<String> =
-            self.subs.iter().filter(|(_, s)| matches!(s, Sub::Neg { .. })).map(|(k, _)| k.clone()).collect();
-        for sub in neg {
-            if let Some(Sub::Neg { batch, filter, .. }) = self.subs.remove(&sub) {
-                self.send(ClientMsg::NegClose(sub)).await?;
-                let pager = Paginator::new(filter, self.ctx.settings.page_limit);
-                self.queue.push_front(Job { batch, kind: JobKind::Page(pager) });
-            }
-        }
-        let limit = self.ctx.settings.page_limit;
-        for job in self.queue.iter_mut() {
-            if let JobKind::Neg(f) = &job.kind {
-                job.kind = JobKind::Page(Paginator::new(f.clone(), limit));
-            }
-        }
-        Ok(())
-    }
-
-    /// strfry dropped the live part of a REQ: shrink the budget and consolidate.
-    async fn overflow(&mut self) -> Step {
-        let open = self.subs.values().filter(|s| !matches!(s, Sub::Neg { .. })).count();
-        self.mem.budget = self.mem.budget.min(open.saturating_sub(1)).max(2);
-        tracing::info!(relay = %self.ctx.url, budget = self.mem.budget, "too many subscriptions; consolidating");
-        self.consolidate().await
-    }
-
-    async fn on_tick(&mut self) -> Step {
-        let now = Instant::now();
-        if self.cooldown_until.is_some_and(|t| now >= t) {
-            self.cooldown_until = None;
-        }
-        let health = if self.in_cooldown() {
-            HealthStatus::RateLimited
-        } else if self.degraded_until.is_some_and(|t| now < t) {
-            HealthStatus::Degraded
-        } else {
-            HealthStatus::Healthy
-        };
-        self.report(|r| r.health = Some(health));
-        let silent = self.subs.values().any(|s| matches!(s, Sub::Neg { deadline: Some(d), .. } if now >= *d));
-        if silent {
-            self.negentropy_unsupported("no answer to NEG-OPEN").await?;
-        }
-        if self.mem.state.fresh_start_due.is_some_and(|t| unix_now() >= t) {
-            return Err(SessionEnd::Daily);
-        }
-        Ok(())
     }
 }
