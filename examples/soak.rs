@@ -50,9 +50,14 @@ fn now() -> u64 {
     Timestamp::now().as_secs()
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// Resident memory of a process in KiB: (total, anonymous, file-backed). The file-backed part is
+/// mostly strfry's database pages mapped by the LMDB reader (shared with strfry's page cache).
+fn rss_kib(pid: u32) -> (u64, u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    let field = |name: &str| {
+        s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -247,12 +252,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
 
     let mut csv = std::fs::File::create(out.join("samples.csv"))?;
-    writeln!(csv, "secs,rss_kib,published,host_events,connection_attempts,fresh_starts,quick_reconnects,ingest_queue,pending_retry,remote_restarts")?;
+    writeln!(csv, "secs,rss_kib,rss_anon_kib,rss_file_kib,published,host_events,connection_attempts,fresh_starts,quick_reconnects,ingest_queue,pending_retry,remote_restarts")?;
     let mut restarts = 0u64;
     let mut next_restart = started + Duration::from_secs(restart_every);
     let mut down: Option<(usize, Instant)> = None;
     let mut next_sample = started;
-    let mut rss_max = 0;
+    let (mut rss_max, mut anon_max) = (0, 0);
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if daemon.try_wait()?.is_some() {
@@ -275,8 +280,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if now_i >= next_sample {
             next_sample += Duration::from_secs(30);
-            let rss = rss_kib(pid);
+            let (rss, anon, file) = rss_kib(pid);
             rss_max = rss_max.max(rss);
+            anon_max = anon_max.max(anon);
             let published = { ledger.lock().unwrap().relevant.len() };
             let held = strfry::count(host.port).await;
             let s = grasp_sync::metrics::fetch_status(([127, 0, 0, 1], metrics).into()).await.ok();
@@ -287,10 +293,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             let (queue, retry) = s.as_ref().map_or((0, 0), |s| (s.ingest_queue, s.events_pending_retry));
             let secs = started.elapsed().as_secs();
-            writeln!(csv, "{secs},{rss},{published},{held},{attempts},{fresh},{quick},{queue},{retry},{restarts}")?;
+            writeln!(
+                csv,
+                "{secs},{rss},{anon},{file},{published},{held},{attempts},{fresh},{quick},{queue},{retry},{restarts}"
+            )?;
             println!(
-                "[{secs:>5} s] rss {:.1} MiB, relevant published {published}, host holds {held}, connects {attempts} (fresh {fresh}, quick {quick}), ingest queue {queue}",
-                rss as f64 / 1024.0
+                "[{secs:>5} s] rss {:.1} MiB (anon {:.1}), relevant published {published}, host holds {held}, connects {attempts} (fresh {fresh}, quick {quick}), ingest queue {queue}",
+                rss as f64 / 1024.0,
+                anon as f64 / 1024.0
             );
         }
     }
@@ -324,7 +334,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             println!("unrelated events on the host: {leaked}");
             println!("remote restarts: {restarts}; publisher resends while a remote was down: {resends}");
-            println!("daemon peak sampled RSS: {:.1} MiB", rss_max as f64 / 1024.0);
+            println!(
+                "daemon peak sampled RSS: {:.1} MiB, of it anonymous at most {:.1} MiB",
+                rss_max as f64 / 1024.0,
+                anon_max as f64 / 1024.0
+            );
             for r in &s.relays {
                 println!(
                     "  {}: status {}, health {}, connects {}, fresh starts {}, quick reconnects {}, stored {}, duplicates {}",
