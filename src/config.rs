@@ -257,7 +257,9 @@ fn check_value(key: &str, value: toml::Value) -> Result<(), ConfigError> {
         "sync.base_backoff_secs" | "sync.max_backoff_secs" | "sync.quick_reconnect_secs" => {
             u64::deserialize(value).map(drop).map_err(msg)
         }
-        "sync.max_subscriptions_per_relay" | "sync.max_relays" | "host.ingest_queue" => usize::deserialize(value).map(drop).map_err(msg),
+        "sync.max_subscriptions_per_relay" | "sync.max_relays" | "host.ingest_queue" => {
+            usize::deserialize(value).map(drop).map_err(msg)
+        }
         "metrics.listen" => SocketAddr::deserialize(value).map(drop).map_err(msg),
         _ => Err(ConfigError::UnknownKey { key: key.to_string() }),
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod host;
 pub mod strfry;
 
 use std::io::{BufRead, BufReader, Write};
