@@ -92,6 +92,18 @@ impl PluginProc {
         stdin.flush().unwrap();
     }
 
+    /// Sends raw bytes as they are (no newline added).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (end of input) without waiting for the exit.
+    pub fn close_input(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Waits for the next answer line, parsed.
     pub fn answer(&mut self) -> Value {
         let line = self.answers.recv_timeout(ANSWER_DEADLINE).expect("plugin answered within the deadline");
