@@ -19,6 +19,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("service_url", "(required)"),
     ("host.url", "\"ws://127.0.0.1:7777\""),
     ("host.strfry_db", "(unset)"),
+    ("host.ingest_queue", "10000"),
     ("sync.bootstrap_relays", "[]"),
     ("sync.allow_private_addresses", "false"),
     ("sync.negentropy", "true"),
@@ -57,11 +58,18 @@ pub struct HostConfig {
     /// strfry's LMDB directory (optional).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strfry_db: Option<PathBuf>,
+    /// Accepted events held in memory while they wait to be written to the host. When full, the
+    /// daemon stops reading from remote relays until the host takes more.
+    pub ingest_queue: usize,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        HostConfig { url: RelayUrl::parse("ws://127.0.0.1:7777").expect("valid default"), strfry_db: None }
+        HostConfig {
+            url: RelayUrl::parse("ws://127.0.0.1:7777").expect("valid default"),
+            strfry_db: None,
+            ingest_queue: 10_000,
+        }
     }
 }
 
@@ -221,6 +229,9 @@ impl Config {
         if s.max_relays == 0 {
             return Err(invalid("sync.max_relays", "must be at least 1"));
         }
+        if self.host.ingest_queue == 0 {
+            return Err(invalid("host.ingest_queue", "must be at least 1"));
+        }
         if self.state.dir.as_os_str().is_empty() {
             return Err(invalid("state.dir", "must not be empty"));
         }
@@ -246,7 +257,9 @@ fn check_value(key: &str, value: toml::Value) -> Result<(), ConfigError> {
         "sync.base_backoff_secs" | "sync.max_backoff_secs" | "sync.quick_reconnect_secs" => {
             u64::deserialize(value).map(drop).map_err(msg)
         }
-        "sync.max_subscriptions_per_relay" | "sync.max_relays" => usize::deserialize(value).map(drop).map_err(msg),
+        "sync.max_subscriptions_per_relay" | "sync.max_relays" | "host.ingest_queue" => {
+            usize::deserialize(value).map(drop).map_err(msg)
+        }
         "metrics.listen" => SocketAddr::deserialize(value).map(drop).map_err(msg),
         _ => Err(ConfigError::UnknownKey { key: key.to_string() }),
     }

@@ -174,3 +174,110 @@ fn megabyte_lines_are_answered_or_skipped_without_dying() {
     assert_still_deciding(&mut plugin);
     assert!(plugin.finish().success());
 }
+
+/// What the plugin must do with one line.
+enum Expect {
+    /// No answer: the line carries no event id the plugin could echo back.
+    Nothing,
+    /// A reject for this id, with a message starting so.
+    Reject(String, &'static str),
+    Accept(String),
+}
+
+/// A request line as strfry writes it, with `bad` bytes put in place of the `_` in the content.
+fn request_with_raw_content(bad: &[u8]) -> (String, Vec<u8>) {
+    let ev = event(1621, vec![alpha_tag()], "before_after");
+    let line = request(&ev);
+    let at = line.windows(12).position(|w| w == b"before_after").unwrap() + 6;
+    let mut out = line[..at].to_vec();
+    out.extend_from_slice(bad);
+    out.extend_from_slice(&line[at + 1..]);
+    (ev.id, out)
+}
+
+#[test]
+fn malformed_lines_between_valid_requests_get_exactly_the_answers_they_can() {
+    let (_dir, mut plugin) = seeded();
+    let mut cases: Vec<(&str, Vec<u8>, Expect)> = Vec::new();
+
+    let cut = event(1621, vec![alpha_tag()], "cut short");
+    let full = request(&cut);
+    cases.push((
+        "truncated JSON with its id",
+        full[..full.len() - 40].to_vec(),
+        Expect::Reject(cut.id.clone(), "blocked: malformed request"),
+    ));
+    cases.push(("truncated before the id", full[..30].to_vec(), Expect::Nothing));
+    let (id, line) = request_with_raw_content(b"\0\0");
+    cases.push(("NUL bytes inside a request", line, Expect::Reject(id, "blocked: malformed request")));
+    cases.push(("a line of NUL bytes", vec![0u8; 64], Expect::Nothing));
+    let (id, line) = request_with_raw_content(b"\xff\xc3\x28");
+    cases.push(("invalid UTF-8 inside a request", line, Expect::Reject(id, "blocked: malformed request")));
+    cases.push(("a 5 MB line without an id", vec![b'q'; 5 << 20], Expect::Nothing));
+    cases.push(("an empty line", Vec::new(), Expect::Nothing));
+    cases.push(("whitespace only", b" \t \r".to_vec(), Expect::Nothing));
+    let crlf = event(1621, vec![alpha_tag()], "windows line ending");
+    let mut line = request(&crlf);
+    line.push(b'\r');
+    cases.push(("a request ending in CR LF", line, Expect::Accept(crlf.id.clone())));
+    let arr = event(1621, vec![alpha_tag()], "in an array");
+    cases.push((
+        "a JSON array holding the event",
+        serde_json::to_vec(&json!(["EVENT", arr])).unwrap(),
+        Expect::Nothing,
+    ));
+    cases.push((
+        "a JSON array holding a request",
+        serde_json::to_vec(&json!([json!({"type": "new", "event": arr})])).unwrap(),
+        Expect::Nothing,
+    ));
+    let mut not_hex = serde_json::to_value(event(1621, vec![alpha_tag()], "not hex")).unwrap();
+    not_hex["id"] = json!("zz".repeat(32));
+    cases.push(("an event id that is not hex", request(&not_hex), Expect::Reject("zz".repeat(32), "invalid:")));
+    let mut short = serde_json::to_value(event(1621, vec![alpha_tag()], "short id")).unwrap();
+    short["id"] = json!("ab".repeat(31));
+    cases.push(("an event id of 62 hex digits", request(&short), Expect::Reject("ab".repeat(31), "invalid:")));
+    let mut numeric = serde_json::to_value(event(1621, vec![alpha_tag()], "numeric id")).unwrap();
+    numeric["id"] = json!(12345);
+    cases.push(("an event id that is a number", request(&numeric), Expect::Nothing));
+    // strfry refuses answer lines over 8192 bytes (and then kills the plugin): an id that cannot
+    // be echoed within that is not answered.
+    let mut huge_id = serde_json::to_value(event(1621, vec![alpha_tag()], "huge id")).unwrap();
+    huge_id["id"] = json!("a".repeat(10_000));
+    cases.push(("an event id of 10 000 characters", request(&huge_id), Expect::Nothing));
+    cases.push(("JSON nested 100 000 deep", "[".repeat(100_000).into_bytes(), Expect::Nothing));
+
+    for (i, (what, line, expect)) in cases.into_iter().enumerate() {
+        // Unanswerable lines are followed at once by a valid request: its answer must be the next
+        // line, which shows that nothing was answered in between.
+        plugin.send(&line);
+        match expect {
+            Expect::Nothing => {}
+            Expect::Reject(id, prefix) => {
+                let a = plugin.answer();
+                assert_eq!(a["id"], id.as_str(), "{what}: {a}");
+                assert_eq!(a["action"], "reject", "{what}: {a}");
+                assert!(a["msg"].as_str().unwrap().starts_with(prefix), "{what}: {a}");
+            }
+            Expect::Accept(id) => {
+                let a = plugin.answer();
+                assert_eq!((a["id"].as_str(), a["action"].as_str()), (Some(id.as_str()), Some("accept")), "{what}");
+            }
+        }
+        let good = event(1621, vec![alpha_tag()], &format!("good request after case {i}"));
+        let a = plugin.ask(&request(&good));
+        assert_eq!(
+            (a["id"].as_str(), a["action"].as_str()),
+            (Some(good.id.as_str()), Some("accept")),
+            "after {what}: {a}"
+        );
+    }
+
+    // The last request has no newline before end of input: still answered, then a clean exit.
+    let last = event(1621, vec![alpha_tag()], "no newline at the end");
+    plugin.send_raw(&request(&last));
+    plugin.close_input();
+    let a = plugin.answer();
+    assert_eq!((a["id"].as_str(), a["action"].as_str()), (Some(last.id.as_str()), Some("accept")));
+    assert_eq!(plugin.finish().code(), Some(0));
+}

@@ -9,19 +9,9 @@ use std::time::Duration;
 use grasp_sync::policy::Note;
 use nostr_relay_builder::prelude::Keys;
 use support::daemon::*;
-use support::strfry::{self, free_port, Strfry};
+use support::strfry::{self, free_port, host_with_plugin, Strfry};
 
 const S: &str = "wss://grasp.example.com";
-
-fn host_with_plugin(bin: &std::path::Path, work: &std::path::Path) -> Strfry {
-    // The plugin reads the host's LMDB at start: its path is only known once strfry made it, so
-    // the plugin's config names it through an override on the command line.
-    let config = support::write_config(work, "");
-    let plugin = format!("{} plugin --config {}", env!("CARGO_BIN_EXE_grasp-sync"), config.display());
-    let host = Strfry::start(bin, &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
-    std::fs::write(&config, format!("service_url = \"{S}\"\n[host]\nstrfry_db = \"{}\"\n", host.db.display())).unwrap();
-    host
-}
 
 fn ids(notes: &[&Note]) -> HashSet<String> {
     notes.iter().map(|n| n.id.clone()).collect()
@@ -31,7 +21,7 @@ fn ids(notes: &[&Note]) -> HashSet<String> {
 async fn daemon_syncs_between_real_strfry_relays_through_restarts() {
     let Some(bin) = strfry::binary_or_skip("strfry_daemon") else { return };
     let work = tempfile::tempdir().unwrap();
-    let mut host = host_with_plugin(&bin, work.path());
+    let mut host = host_with_plugin(&bin, work.path(), S);
     let mut r1 = Strfry::start(&bin, "");
     let r2 = Strfry::start(&bin, "  negentropy {\n    enabled = false\n  }");
     let (alice, bob, mallory) = (Keys::generate(), Keys::generate(), Keys::generate());

@@ -1,7 +1,7 @@
 //! The daemon's single decision loop: fetched events in, verdicts out. It owns the accepted view,
 //! the repo index and the per-relay counters; every other task talks to it over channels.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,11 +16,18 @@ use crate::engine::build::Built;
 use crate::engine::rejected::RejectedIndex;
 use crate::engine::relays::PersistedRelay;
 use crate::engine::{Fetched, RepoSyncIndex, SyncStatus};
-use crate::host::ingest::{IngestHandle, Outcome, Report};
+use crate::host::ingest::{IngestClosed, IngestHandle, IngestSlot, Outcome, Report};
 use crate::host::stream::StreamEvent;
 use crate::metrics::Metrics;
 use crate::policy::event::parse_hex32;
 use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Policy, RelayUrl, Verdict};
+
+/// Accepted events waiting for room in the ingest queue. Fetched events are only read while the
+/// outbox holds fewer than this: when the host is down and the ingest queue is full, the loop stops
+/// taking fetched events, the engine's sink fills, and relay sessions stop reading their sockets,
+/// so remote relays keep what we have not asked for yet and memory stays bounded. The loop itself
+/// keeps serving status, reports, the host stream and shutdown meanwhile.
+const OUTBOX_LIMIT: usize = 64;
 
 /// Per-relay outcomes of what it sent us.
 #[derive(Debug, Default, Clone, Copy)]
@@ -41,6 +48,8 @@ pub(super) struct EventLoop {
     rejected: Arc<Mutex<RejectedIndex>>,
     store: Arc<HostStore>,
     ingest: IngestHandle,
+    /// Accepted events not yet handed to the ingest (see [`OUTBOX_LIMIT`]).
+    outbox: VecDeque<(Note, Option<RelayUrl>)>,
     metrics: Metrics,
     engine: SyncStatus,
     counters: HashMap<String, Counters>,
@@ -74,6 +83,7 @@ impl EventLoop {
             rejected,
             store,
             ingest,
+            outbox: VecDeque::new(),
             metrics,
             engine,
             counters: HashMap::new(),
@@ -93,13 +103,16 @@ impl EventLoop {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_save = tokio::time::Instant::now();
+        let ingest = self.ingest.clone();
         self.refresh_metrics();
         loop {
+            let room = self.outbox.len() < OUTBOX_LIMIT;
             tokio::select! {
                 _ = &mut shutdown => return,
-                Some(f) = fetched.recv() => self.on_fetched(f).await,
+                slot = ingest.reserve(), if !self.outbox.is_empty() => self.hand_over(slot),
+                Some(f) = fetched.recv(), if room => self.on_fetched(f),
                 Some(r) = reports.recv() => self.on_report(r),
-                Some(ev) = stream.recv() => self.on_stream(ev).await,
+                Some(ev) = stream.recv() => self.on_stream(ev),
                 _ = tick.tick() => {
                     self.on_tick();
                     if last_save.elapsed() >= SAVE_EVERY {
@@ -113,7 +126,31 @@ impl EventLoop {
         }
     }
 
-    async fn on_fetched(&mut self, f: Fetched) {
+    /// Events that were to be written before the last stop: they go out first.
+    pub(super) fn resubmit(&mut self, notes: impl IntoIterator<Item = Note>) {
+        self.outbox.extend(notes.into_iter().map(|n| (n, None)));
+    }
+
+    /// Accepted events not handed to the ingest, for the state file at shutdown.
+    pub(super) fn take_outbox(&mut self) -> Vec<Note> {
+        self.outbox.drain(..).map(|(n, _)| n).collect()
+    }
+
+    /// Moves outbox events into the ingest queue: one into the slot waited for, then as many as
+    /// fit right now.
+    fn hand_over(&mut self, slot: Result<IngestSlot, IngestClosed>) {
+        let Ok(slot) = slot else {
+            tracing::error!(events = self.outbox.len(), "ingest has stopped; events kept for the state file");
+            return;
+        };
+        let mut slot = Some(slot);
+        while let Some(s) = slot.take().or_else(|| self.ingest.try_reserve()) {
+            let Some((note, source)) = self.outbox.pop_front() else { break };
+            s.submit(note, source);
+        }
+    }
+
+    fn on_fetched(&mut self, f: Fetched) {
         let Some(id) = parse_hex32(&f.note.id) else { return };
         let relay = f.relay.to_string();
         if self.view.has_event(&id) || self.rejected().knows(&id) {
@@ -126,12 +163,12 @@ impl EventLoop {
             tracing::debug!(relay = %f.relay, id = %f.note.id, "event with a bad signature dropped");
             return;
         }
-        self.offer(f.note, Some(f.relay), true).await;
+        self.offer(f.note, Some(f.relay), true);
     }
 
-    /// Decides on an event; accepted ones are written (when `write`) and may unlock held ones,
-    /// which are decided in turn.
-    async fn offer(&mut self, note: Note, source: Option<RelayUrl>, write: bool) {
+    /// Decides on an event; accepted ones are queued for writing (when `write`) and may unlock
+    /// held ones, which are decided in turn.
+    fn offer(&mut self, note: Note, source: Option<RelayUrl>, write: bool) {
         let mut work = vec![(note, source, write, None)];
         while let Some((note, source, write, held_since)) = work.pop() {
             let facts = match Facts::from_note(&note) {
@@ -143,8 +180,8 @@ impl EventLoop {
             };
             match self.policy.decide_and_record(&mut self.view, &facts) {
                 Verdict::Accept(_) => {
-                    if write && self.ingest.submit(note, source).await.is_err() {
-                        tracing::error!("ingest has stopped; event not written");
+                    if write {
+                        self.outbox.push_back((note, source));
                     }
                     self.index_dirty |= self.index.apply_accepted(self.policy.service(), &self.view, &facts);
                     let unlocked = self.rejected().unlocked_by(&facts);
@@ -188,7 +225,7 @@ impl EventLoop {
         }
     }
 
-    async fn on_stream(&mut self, ev: StreamEvent) {
+    fn on_stream(&mut self, ev: StreamEvent) {
         match ev {
             StreamEvent::Connected(up) => self.host_connected = up,
             StreamEvent::Batch(notes) => {
@@ -197,7 +234,7 @@ impl EventLoop {
                     let known = parse_hex32(&note.id).is_some_and(|id| self.view.has_event(&id));
                     if !known {
                         // The host holds it already: decide for the index, do not write it back.
-                        self.offer(note, None, false).await;
+                        self.offer(note, None, false);
                     }
                 }
             }
@@ -242,15 +279,17 @@ impl EventLoop {
     fn refresh_metrics(&self) {
         let reports = self.engine.relays();
         let refused = self.engine.refused().len();
-        let queue = self.ingest.stats.queued.load(std::sync::atomic::Ordering::Relaxed)
-            + self.ingest.stats.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        let queue = self.ingest.backlog() + self.outbox.len();
+        // Up only when both the host's event stream and the ingest connection are.
+        let host_connected =
+            self.host_connected && self.ingest.stats.connected.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let held = self.rejected().held_len();
         self.metrics.update(|s| {
             s.repos = self.index.len();
             s.root_events = self.index.root_count();
             s.refused_relays = refused;
             s.ingest_queue = queue;
-            s.host_connected = self.host_connected;
+            s.host_connected = host_connected;
             s.events_pending_retry = held;
             s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
         });

@@ -46,8 +46,6 @@ pub enum StartError {
     State(#[from] state::StateError),
     #[error("cannot open strfry's database (host.strfry_db = {path}): {error}")]
     Lmdb { path: PathBuf, error: String },
-    #[error("cannot build the repository index from the host at {url}: {error}")]
-    Host { url: String, error: String },
     #[error("cannot listen on metrics.listen = {addr}: {error}")]
     Metrics { addr: String, error: String },
 }
@@ -58,6 +56,16 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let saved = state::load(&cfg.state.dir)?.unwrap_or_default();
     let policy = Policy::new(cfg.service_url.clone(), cfg.policy.require_clone);
     let started_at = now();
+
+    tokio::pin!(shutdown);
+
+    // Status is served from the start, so a daemon waiting for its host says so.
+    let metrics = Metrics::new(cfg.service_url.as_str());
+    let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
+        .await
+        .map_err(|e| StartError::Metrics { addr: cfg.metrics.listen.to_string(), error: e.to_string() })?;
+    tracing::info!(listen = %cfg.metrics.listen, "serving /metrics and /status");
+    let server = tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
 
     let (db, built, last_lev) = match &cfg.host.strfry_db {
         Some(path) => {
@@ -73,22 +81,15 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
             );
             (Some(db), built, last_lev)
         }
-        None => {
-            let host_err =
-                |e: anyhow::Error| StartError::Host { url: cfg.host.url.to_string(), error: format!("{e:#}") };
-            let t = std::time::Instant::now();
-            let (built, lookups) = bootstrap::build_over_ws(&cfg.host.url, &policy).await.map_err(host_err)?;
-            tracing::info!(repos = built.index.len(), roots = built.index.root_count(), lookups, took = ?t.elapsed(), "index built by querying the host");
-            (None, built, 0)
-        }
+        None => match build_when_host_answers(&cfg, &policy, &mut shutdown).await {
+            Some(built) => (None, built, 0),
+            None => {
+                server.abort();
+                tracing::info!("stopped before the host answered");
+                return Ok(());
+            }
+        },
     };
-
-    let metrics = Metrics::new(cfg.service_url.as_str());
-    let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
-        .await
-        .map_err(|e| StartError::Metrics { addr: cfg.metrics.listen.to_string(), error: e.to_string() })?;
-    tracing::info!(listen = %cfg.metrics.listen, "serving /metrics and /status");
-    let server = tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
 
     let mut rejected = RejectedIndex::new(RejectedLimits::default());
     rejected.restore_settled(saved.settled_rejected.iter().cloned());
@@ -100,11 +101,8 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let mut ingest_cfg = IngestConfig::new(cfg.host.url.clone());
     ingest_cfg.base_backoff_secs = cfg.sync.base_backoff_secs.min(5);
     ingest_cfg.max_backoff_secs = cfg.sync.max_backoff_secs.min(30);
+    ingest_cfg.queue = cfg.host.ingest_queue;
     let (ingest, ingest_task) = ingest::spawn(ingest_cfg, reports_tx, stop_rx.clone(), SHUTDOWN_BUDGET / 2);
-    for note in saved.unsent.iter().cloned() {
-        // Fetched before the last stop and not yet written: written first now.
-        let _ = ingest.submit(note, None).await;
-    }
 
     let (stream_tx, stream_rx) = mpsc::channel(64);
     let stream_cfg = StreamConfig {
@@ -128,7 +126,8 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let stream_task = tokio::spawn(stream::run(stream_cfg, stream_tx, stop_rx));
 
     let (index_tx, index_rx) = watch::channel(built.index.clone());
-    let (sink_tx, sink_rx) = mpsc::channel(4096);
+    // Fetched events wait here for their check; no more of them than the ingest queue holds.
+    let (sink_tx, sink_rx) = mpsc::channel(cfg.host.ingest_queue.clamp(16, 4096));
     let mut engine_cfg = EngineConfig::from_config(&cfg);
     // The engine decides per relay: a relay left within `quick_reconnect_secs` resumes quickly.
     engine_cfg.persisted = saved.relays.iter().filter_map(|(url, r)| Some((RelayUrl::parse(url).ok()?, *r))).collect();
@@ -146,17 +145,20 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         engine.status.clone(),
         saved.relays.clone(),
     );
-    event_loop.run(sink_rx, reports_rx, stream_rx, shutdown).await;
+    // Fetched before the last stop and not yet written: written first now.
+    event_loop.resubmit(saved.unsent);
+    event_loop.run(sink_rx, reports_rx, stream_rx, &mut shutdown).await;
 
     // Shutdown: stop the engine (no new fetches), flush the ingest window, save state.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET - Duration::from_millis(500);
     event_loop.stop_engine();
     engine.task.abort();
     let _ = stop_tx.send(true);
-    let unsent = match tokio::time::timeout_at(deadline, ingest_task).await {
+    let mut unsent = match tokio::time::timeout_at(deadline, ingest_task).await {
         Ok(Ok(left)) => left,
         _ => Vec::new(),
     };
+    unsent.extend(event_loop.take_outbox());
     stream_task.abort();
     if let Some(t) = follow_task {
         t.abort();
@@ -165,4 +167,41 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     event_loop.save_state(unsent, true)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Without strfry's database the index is built by querying the host, which may not be up yet (or
+/// may restart during the build): retried with backoff until it succeeds. `None` when `shutdown`
+/// comes first.
+async fn build_when_host_answers(
+    cfg: &Config,
+    policy: &Policy,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<crate::engine::build::Built> {
+    let mut failures = 0u32;
+    loop {
+        let t = std::time::Instant::now();
+        let attempt = tokio::select! {
+            r = bootstrap::build_over_ws(&cfg.host.url, policy) => r,
+            _ = &mut *shutdown => return None,
+        };
+        match attempt {
+            Ok((built, lookups)) => {
+                tracing::info!(repos = built.index.len(), roots = built.index.root_count(), lookups, took = ?t.elapsed(), "index built by querying the host");
+                return Some(built);
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_secs(crate::remote::health::backoff_secs(
+                    failures,
+                    cfg.sync.base_backoff_secs.min(5),
+                    cfg.sync.max_backoff_secs.min(30),
+                ));
+                tracing::warn!(url = %cfg.host.url, error = %format!("{e:#}"), retry_in = ?wait, "cannot build the repository index from the host; waiting for it");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = &mut *shutdown => return None,
+                }
+            }
+        }
+    }
 }

@@ -124,6 +124,33 @@ impl IngestHandle {
     pub async fn submit(&self, note: Note, source: Option<RelayUrl>) -> Result<(), IngestClosed> {
         self.tx.send((note, source)).await.map_err(|_| IngestClosed)
     }
+
+    /// Waits for room for one event. A caller that must stay responsive while the host is down
+    /// waits on this in a `select!` instead of blocking in [`submit`](Self::submit).
+    pub async fn reserve(&self) -> Result<IngestSlot, IngestClosed> {
+        self.tx.clone().reserve_owned().await.map(IngestSlot).map_err(|_| IngestClosed)
+    }
+
+    /// Room for one event if there is some now.
+    pub fn try_reserve(&self) -> Option<IngestSlot> {
+        self.tx.clone().try_reserve_owned().ok().map(IngestSlot)
+    }
+
+    /// Events submitted and not yet answered by the host: queued, in flight, or still in the
+    /// hand-over channel.
+    pub fn backlog(&self) -> usize {
+        let in_channel = self.tx.max_capacity() - self.tx.capacity();
+        self.stats.queued.load(Ordering::Relaxed) + self.stats.in_flight.load(Ordering::Relaxed) + in_channel
+    }
+}
+
+/// Room for one event in the ingest queue, from [`IngestHandle::reserve`].
+pub struct IngestSlot(mpsc::OwnedPermit<(Note, Option<RelayUrl>)>);
+
+impl IngestSlot {
+    pub fn submit(self, note: Note, source: Option<RelayUrl>) {
+        self.0.send((note, source));
+    }
 }
 
 /// Starts the ingest task. Every submitted event gets one [`Report`] on `reports`.

@@ -14,6 +14,9 @@ use crate::policy::{AcceptedSet, Facts, Note, Policy, Verdict};
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 /// strfry refuses answer lines over 8192 bytes; keep messages far below that.
 pub const MAX_MSG_BYTES: usize = 512;
+/// strfry's limit on one answer line (newline included). An answer that would be longer (only an
+/// absurd event id can make it so) is not sent: strfry would kill the plugin for it.
+pub const MAX_ANSWER_BYTES: usize = 8192;
 
 #[derive(Debug, Deserialize)]
 struct Request {
@@ -69,7 +72,13 @@ impl Plugin {
     /// Handles one request line. `None` when no event id can be read from it.
     pub fn handle_line(&mut self, line: &[u8]) -> Option<Answer> {
         let line = trim_ascii(line);
-        match serde_json::from_slice::<Request>(line) {
+        // A request is a JSON object; serde would also read a struct from an array by position.
+        let parsed = if line.first() == Some(&b'{') {
+            serde_json::from_slice::<Request>(line)
+        } else {
+            Err(serde::de::Error::custom("request is not a JSON object"))
+        };
+        match parsed {
             Ok(req) => Some(self.handle_request(req)),
             Err(e) => {
                 let Some(id) = recover_id(line) else {
@@ -245,6 +254,14 @@ pub fn run(plugin: &mut Plugin, mut input: impl BufRead, mut output: impl Write)
             out.clear();
             serde_json::to_writer(&mut out, &answer).map_err(io::Error::other)?;
             out.push(b'\n');
+            if out.len() > MAX_ANSWER_BYTES {
+                plugin.stats.unanswerable += 1;
+                tracing::error!(
+                    id_bytes = answer.id.len(),
+                    "plugin: the event id is too long to echo in an answer strfry accepts; not answered"
+                );
+                continue;
+            }
             output.write_all(&out)?;
             output.flush()?;
         }
@@ -303,6 +320,34 @@ mod tests {
     fn long_reject_messages_are_bounded() {
         let a = reject("x".into(), "é".repeat(1000));
         assert!(a.msg.len() <= MAX_MSG_BYTES && a.msg.ends_with("..."));
+    }
+
+    #[test]
+    fn answers_strfry_would_refuse_for_their_length_are_not_sent() {
+        let mut p = plugin();
+        let mut out = Vec::new();
+        let long_id = format!("{{\"type\":\"new\",\"event\":{{\"id\":\"{}\"}}}}\n", "a".repeat(9000));
+        let stats = run(&mut p, io::Cursor::new(long_id.into_bytes()), &mut out).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(stats.unanswerable, 1);
+    }
+
+    #[test]
+    fn arrays_are_not_read_as_requests() {
+        let mut note = Note {
+            id: String::new(),
+            pubkey: "ab".repeat(32),
+            created_at: 1,
+            kind: 1,
+            tags: vec![],
+            content: String::new(),
+            sig: "cd".repeat(64),
+        };
+        note.id = hex::encode(note.compute_id());
+        let object = serde_json::json!({"type": "new", "event": note}).to_string();
+        assert!(plugin().handle_line(object.as_bytes()).is_some());
+        let array = serde_json::json!(["new", note]).to_string();
+        assert_eq!(plugin().handle_line(array.as_bytes()), None);
     }
 
     #[test]

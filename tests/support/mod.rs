@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod host;
 pub mod strfry;
 
 use std::io::{BufRead, BufReader, Write};
@@ -89,6 +90,18 @@ impl PluginProc {
         stdin.write_all(line).unwrap();
         stdin.write_all(b"\n").unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Sends raw bytes as they are (no newline added).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (end of input) without waiting for the exit.
+    pub fn close_input(&mut self) {
+        drop(self.stdin.take());
     }
 
     /// Waits for the next answer line, parsed.

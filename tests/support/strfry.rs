@@ -120,6 +120,19 @@ impl Drop for Strfry {
     }
 }
 
+/// A strfry host whose writePolicy is `grasp-sync plugin` for the service `S`, with the plugin reading
+/// strfry's own database.
+pub fn host_with_plugin(bin: &Path, work: &Path, service: &str) -> Strfry {
+    // The plugin reads the host's LMDB at start; the path is only known once strfry made it, and
+    // strfry starts the plugin on the first write, so its config file is completed afterwards.
+    let config = super::write_config(work, "");
+    let plugin = format!("{} plugin --config {}", env!("CARGO_BIN_EXE_grasp-sync"), config.display());
+    let host = Strfry::start(bin, &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
+    std::fs::write(&config, format!("service_url = \"{service}\"\n[host]\nstrfry_db = \"{}\"\n", host.db.display()))
+        .unwrap();
+    host
+}
+
 fn spawn(bin: &Path, conf: &Path, dir: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("strfry.log")).unwrap();
     Command::new(bin)
