@@ -109,7 +109,8 @@ pub fn build<S: EventSource>(policy: &Policy, source: &mut S) -> Result<Built, S
     let mut index = RepoSyncIndex::new();
     for ann in &anns {
         let (Some(coord), Some(tags)) = (ann.own_coord(), &ann.announcement) else { continue };
-        index.upsert_repo(coord, announcement_relays(policy.service(), tags));
+        let (relays, ignored) = announcement_relays(policy.service(), tags);
+        index.upsert_announced(coord, relays, ignored);
     }
     for (coord, id) in &b.roots {
         index.add_root(coord, *id);

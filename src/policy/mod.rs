@@ -10,7 +10,7 @@ pub mod view;
 pub use accept::{maintainer_closure, maintainer_set, Policy, Reason, Verdict};
 pub use event::{verify_signature, Facts, Id, Note, RepoCoord};
 pub use url::{AddressClass, RelayUrl, UrlError};
-pub use view::{AcceptedSet, AcceptedView, Announcement};
+pub use view::{select_announced_relays, AcceptedSet, AcceptedView, AnnouncedRelays, Announcement, IgnoredRelays};
 
 impl Policy {
     /// Decides on an event and, when accepted, records it in the view.
