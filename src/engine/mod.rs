@@ -28,4 +28,6 @@ pub use relay_task::{Item, RelayTarget};
 pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
 pub use status::{RelayReport, SyncSettings, SyncStatus};
 pub use store::{Fetched, LocalStore, MemoryStore};
-pub use targets::{derive_relay_targets, ItemSet, RefusedReason, TargetRules, Targets};
+pub use targets::{
+    derive_relay_targets, summarize_refusals, ItemSet, RefusalSummary, RefusedReason, TargetRules, Targets,
+};
