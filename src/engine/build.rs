@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::index::{announcement_relays, RepoSyncIndex};
 use crate::policy::event::is_root_kind;
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
-use crate::policy::{AcceptedSet, AcceptedView, Facts, Id, Policy, RepoCoord};
+use crate::policy::{AcceptedSet, AcceptedView, Facts, Id, Policy, Reason, RepoCoord, Verdict};
 
 /// Read access to a host's stored events, enough to rebuild the accepted view.
 pub trait EventSource {
@@ -147,9 +147,10 @@ impl<S: EventSource> Builder<'_, S> {
                 let before = pending.len();
                 let mut i = 0;
                 while i < pending.len() {
-                    if self.policy.decide(&self.view, &pending[i]).is_accept() {
+                    let verdict = self.policy.decide(&self.view, &pending[i]);
+                    if verdict.is_accept() {
                         let f = pending.swap_remove(i);
-                        self.view.record(&f, self.policy.lists_service(&f));
+                        self.view.record(&f, verdict == Verdict::Accept(Reason::ListsService));
                         accepted.push(f);
                     } else {
                         i += 1;

@@ -23,6 +23,9 @@ pub struct RepoEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepoSyncIndex {
     repos: BTreeMap<RepoCoord, RepoEntry>,
+    /// `d` → owners of the indexed repositories with that `d`, so that an announcement updates
+    /// its `d` without a scan of every repository.
+    owners: HashMap<String, BTreeSet<Id>>,
     /// Root event id → its author, so that only the author's deletion removes it.
     root_authors: HashMap<Id, Id>,
 }
@@ -49,6 +52,7 @@ impl RepoSyncIndex {
                 true
             }
             None => {
+                self.owners.entry(coord.d.clone()).or_default().insert(coord.pubkey);
                 self.repos.insert(coord, RepoEntry { relays, root_events: BTreeSet::new(), ignored_relays: ignored });
                 true
             }
@@ -58,6 +62,12 @@ impl RepoSyncIndex {
     /// Removes a repository (announcement replaced by one that no longer lists us, or deleted).
     pub fn remove_repo(&mut self, coord: &RepoCoord) -> Option<RepoEntry> {
         let entry = self.repos.remove(coord)?;
+        if let Some(owners) = self.owners.get_mut(&coord.d) {
+            owners.remove(&coord.pubkey);
+            if owners.is_empty() {
+                self.owners.remove(&coord.d);
+            }
+        }
         for id in &entry.root_events {
             self.root_authors.remove(id);
         }
@@ -117,8 +127,14 @@ impl RepoSyncIndex {
     pub fn refresh_d(&mut self, service: &RelayUrl, view: &impl AcceptedView, d: &str) -> bool {
         let anns = view.announcements(d);
         let anchored = maintainer_closure(anns, anns.iter().filter(|a| a.lists_service).map(|a| a.pubkey));
-        let stale: Vec<RepoCoord> =
-            self.repos.keys().filter(|c| c.d == d && !anchored.contains(&c.pubkey)).cloned().collect();
+        let stale: Vec<RepoCoord> = self
+            .owners
+            .get(d)
+            .into_iter()
+            .flatten()
+            .filter(|pk| !anchored.contains(*pk))
+            .map(|pk| RepoCoord { pubkey: *pk, d: d.to_string() })
+            .collect();
         let mut changed = !stale.is_empty();
         for coord in stale {
             self.remove_repo(&coord);

@@ -17,7 +17,8 @@ impl Policy {
     pub fn decide_and_record(&self, view: &mut AcceptedSet, facts: &Facts) -> Verdict {
         let verdict = self.decide(view, facts);
         if verdict.is_accept() {
-            view.record(facts, self.lists_service(facts));
+            // An announcement is accepted for listing us before anything else is checked.
+            view.record(facts, verdict == Verdict::Accept(Reason::ListsService));
         }
         verdict
     }
