@@ -192,3 +192,81 @@ async fn flood_with_the_default_limit_dials_at_most_1000_relays() {
 async fn flood_with_a_small_limit_dials_at_most_that_many() {
     engine_dials_only_chosen_public_relays(50).await;
 }
+
+/// Through the daemon: the flood sits in the host's database (a generated strfry LMDB), the
+/// daemon serves `/status` and `/metrics` on loopback, and relays are dialled only through the
+/// recording double.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_reports_the_flood_overflow_by_reason_on_status_and_metrics() {
+    use grasp_sync::host::lmdb::generate::Generator;
+    use support::daemon::{start_daemon_with, status_until, stop_daemon};
+    use sync_support::{TestDialer, TestRelay};
+
+    const MAX: usize = 300;
+    let w = world();
+    let db = tempfile::tempdir().unwrap();
+    let mut g = Generator::create(db.path(), 1 << 30).unwrap();
+    g.write(w.anns.iter().map(|a| &a.note)).unwrap();
+    g.finish().unwrap();
+    // The host's websocket (stream and ingest) is an in-process relay on loopback.
+    let host = TestRelay::start(None).await;
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], support::strfry::free_port()));
+    let config = format!(
+        "service_url = \"{S}\"\n[host]\nurl = \"{}\"\nstrfry_db = \"{}\"\n[sync]\nallow_private_addresses = false\n\
+         max_relays = {MAX}\nbase_backoff_secs = 60\nmax_backoff_secs = 60\n[state]\ndir = \"{}\"\n\
+         [metrics]\nlisten = \"{metrics}\"\n",
+        host.url,
+        db.path().display(),
+        state.path().display()
+    );
+    let dialer = Arc::new(TestDialer::default());
+    let daemon = start_daemon_with(&config, dialer.clone());
+
+    let status = status_until(metrics, "relay targets chosen and tracked", |s| {
+        s.repos == 10_000 && s.relay_targets == MAX && s.relays.len() == MAX
+    })
+    .await;
+    let e = &w.expected;
+    assert_eq!(status.max_relays, MAX);
+    assert_eq!(status.refused_relays_by_reason["over_limit"], e.public.len() - MAX);
+    for (label, urls) in &e.not_public {
+        assert_eq!(status.refused_relays_by_reason[*label], urls.len(), "{label}");
+    }
+    assert_eq!(status.refused_relays, status.refused_relays_by_reason.values().sum::<usize>());
+    let ignored = &status.announcement_relays_ignored;
+    assert_eq!(ignored["invalid"], u64::from(e.ignored.invalid));
+    assert_eq!(ignored["duplicate"], u64::from(e.ignored.duplicate));
+    assert_eq!(ignored["over_limit"], u64::from(e.ignored.over_limit));
+    assert!(status.refused_relays_sample.len() <= 10 * status.refused_relays_by_reason.len());
+    assert!(status.refused_relays_sample.iter().any(|r| r.reason == "over_limit"));
+
+    let text = get(metrics, "/metrics").await;
+    for line in [
+        format!("grasp_sync_relays_refused{{reason=\"over_limit\"}} {}", e.public.len() - MAX),
+        format!("grasp_sync_relays_refused{{reason=\"loopback\"}} {}", e.not_public["loopback"].len()),
+        format!("grasp_sync_announcement_relays_ignored{{reason=\"invalid\"}} {}", e.ignored.invalid),
+        format!("grasp_sync_relay_targets {MAX}"),
+        format!("grasp_sync_max_relays {MAX}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "metrics lack `{line}`");
+    }
+
+    let want = e.targets(MAX);
+    eventually(60, "every chosen relay dialled", || dialer.attempts().len() >= want.len()).await;
+    let attempts = dialer.attempts();
+    let distinct: BTreeSet<String> = attempts.iter().cloned().collect();
+    assert_eq!(distinct.len(), attempts.len(), "a relay was dialled twice");
+    assert_eq!(distinct, want);
+    stop_daemon(daemon).await;
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
