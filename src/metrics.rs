@@ -76,6 +76,16 @@ pub struct RelayStatus {
     pub last_error: Option<String>,
 }
 
+/// A relay URL not dialled, as an example of its reason.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefusedRelay {
+    pub url: String,
+    /// own_service, loopback, private, link_local, multicast, reserved or over_limit.
+    pub reason: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
 /// Everything `/status` reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -83,9 +93,27 @@ pub struct Status {
     pub repos: usize,
     pub root_events: usize,
     pub relays: Vec<RelayStatus>,
-    /// Relay URLs from announcements that were refused (private address, over `max_relays`, …).
+    /// Distinct relay URLs listed by synced repositories that are not dialled (our own, private
+    /// addresses, over `sync.max_relays`): the sum of `refused_relays_by_reason`.
     #[serde(default)]
     pub refused_relays: usize,
+    /// Those URLs by reason: own_service, loopback, private, link_local, multicast, reserved,
+    /// over_limit.
+    #[serde(default)]
+    pub refused_relays_by_reason: BTreeMap<String, usize>,
+    /// A few refused URLs per reason (not all of them).
+    #[serde(default)]
+    pub refused_relays_sample: Vec<RefusedRelay>,
+    /// Relays the engine syncs from (bootstrap relays included) and the configured limit.
+    #[serde(default)]
+    pub relay_targets: usize,
+    #[serde(default)]
+    pub max_relays: usize,
+    /// `relays` tag values of synced announcements not taken, by reason: invalid (not a ws/wss
+    /// URL), duplicate (same relay once normalised), over_limit (past the first 20 per
+    /// announcement). Counts tag values, not distinct URLs.
+    #[serde(default)]
+    pub announcement_relays_ignored: BTreeMap<String, u64>,
     #[serde(default)]
     pub ingest_queue: usize,
     #[serde(default)]
@@ -160,14 +188,15 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders a status snapshot as Prometheus metrics (`grasp_sync_*`).
 pub fn render_prometheus(s: &Status) -> String {
     let mut out = String::new();
-    let gauges: [(&str, &str, f64); 6] = [
+    let gauges: [(&str, &str, f64); 7] = [
         ("grasp_sync_repos", "Repositories that list this relay (or are in their maintainer chain).", s.repos as f64),
         ("grasp_sync_root_events", "Root events (patches, PRs, issues) of those repositories.", s.root_events as f64),
         (
-            "grasp_sync_relays_refused",
-            "Relay URLs from announcements that are not dialled (private, over max_relays, invalid).",
-            s.refused_relays as f64,
+            "grasp_sync_relay_targets",
+            "Remote relays the engine syncs from (at most max_relays).",
+            s.relay_targets as f64,
         ),
+        ("grasp_sync_max_relays", "The sync.max_relays limit.", s.max_relays as f64),
         ("grasp_sync_ingest_queue_depth", "Fetched events waiting to be written to the host.", s.ingest_queue as f64),
         (
             "grasp_sync_host_connected",
@@ -183,6 +212,24 @@ pub fn render_prometheus(s: &Status) -> String {
     for (name, help, v) in gauges {
         family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {v}");
+    }
+    family(
+        &mut out,
+        "grasp_sync_relays_refused",
+        "gauge",
+        "Distinct relay URLs listed by synced repositories that are not dialled, by reason.",
+    );
+    for (reason, n) in &s.refused_relays_by_reason {
+        let _ = writeln!(out, "grasp_sync_relays_refused{{reason=\"{}\"}} {n}", escape_label(reason));
+    }
+    family(
+        &mut out,
+        "grasp_sync_announcement_relays_ignored",
+        "gauge",
+        "Relays tag values of synced announcements not taken (invalid, duplicate, over the per-announcement limit).",
+    );
+    for (reason, n) in &s.announcement_relays_ignored {
+        let _ = writeln!(out, "grasp_sync_announcement_relays_ignored{{reason=\"{}\"}} {n}", escape_label(reason));
     }
 
     let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
@@ -376,14 +423,21 @@ pub fn render_table(s: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "service {}   repos {}   root events {}   host {}   ingest queue {}   refused relays {}",
+        "service {}   repos {}   root events {}   host {}   ingest queue {}   relays {}/{}   refused relays {}",
         s.service_url,
         s.repos,
         s.root_events,
         if s.host_connected { "connected" } else { "DISCONNECTED" },
         s.ingest_queue,
+        s.relay_targets,
+        s.max_relays,
         s.refused_relays
     );
+    let refused: Vec<String> =
+        s.refused_relays_by_reason.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r} {n}")).collect();
+    if !refused.is_empty() {
+        let _ = writeln!(out, "refused by reason: {}", refused.join(", "));
+    }
     let _ = writeln!(
         out,
         "{:<40} {:<14} {:<12} {:>5} {:>5} {:>4} {:>8} {:>8} {:>6} {:>9}  LAST ERROR",
@@ -459,6 +513,26 @@ mod tests {
         assert!(text.contains("grasp_sync_relays_by_health{health=\"dead\"} 0"));
         assert!(text.contains("relay=\"wss://r\\\"2\""));
         assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("grasp_sync_")));
+    }
+
+    #[test]
+    fn refusals_and_ignored_values_are_labelled_by_reason() {
+        let m = sample();
+        m.update(|s| {
+            s.relay_targets = 50;
+            s.max_relays = 50;
+            s.refused_relays = 7;
+            s.refused_relays_by_reason = [("over_limit".to_string(), 5), ("private".to_string(), 2)].into();
+            s.announcement_relays_ignored = [("invalid".to_string(), 9)].into();
+        });
+        let text = m.render_prometheus();
+        assert!(text.contains("# TYPE grasp_sync_relays_refused gauge"));
+        assert!(text.contains("grasp_sync_relays_refused{reason=\"over_limit\"} 5"));
+        assert!(text.contains("grasp_sync_relays_refused{reason=\"private\"} 2"));
+        assert!(text.contains("grasp_sync_announcement_relays_ignored{reason=\"invalid\"} 9"));
+        assert!(text.contains("grasp_sync_relay_targets 50") && text.contains("grasp_sync_max_relays 50"));
+        let table = render_table(&m.snapshot());
+        assert!(table.contains("relays 50/50") && table.contains("over_limit 5, private 2"), "{table}");
     }
 
     #[test]

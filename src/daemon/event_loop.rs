@@ -15,10 +15,11 @@ use crate::config::Config;
 use crate::engine::build::Built;
 use crate::engine::rejected::RejectedIndex;
 use crate::engine::relays::PersistedRelay;
+use crate::engine::RefusedReason;
 use crate::engine::{Fetched, RepoSyncIndex, SyncStatus};
 use crate::host::ingest::{IngestClosed, IngestHandle, IngestSlot, Outcome, Report};
 use crate::host::stream::StreamEvent;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefusedRelay};
 use crate::policy::event::parse_hex32;
 use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Policy, RelayUrl, Verdict};
 
@@ -278,7 +279,22 @@ impl EventLoop {
 
     fn refresh_metrics(&self) {
         let reports = self.engine.relays();
-        let refused = self.engine.refused().len();
+        let refusals = self.engine.refusals();
+        let sample: Vec<RefusedRelay> = self
+            .engine
+            .refused()
+            .into_iter()
+            .map(|r| RefusedRelay { url: r.url, reason: r.reason.to_string(), detail: r.detail })
+            .collect();
+        let mut by_reason: BTreeMap<String, usize> = RefusedReason::LABELS.iter().map(|l| (l.to_string(), 0)).collect();
+        by_reason.extend(refusals.by_reason.iter().map(|(l, n)| (l.to_string(), *n)));
+        let ignored = self.index.ignored_relays();
+        let ignored: BTreeMap<String, u64> = [
+            ("invalid".to_string(), u64::from(ignored.invalid)),
+            ("duplicate".to_string(), u64::from(ignored.duplicate)),
+            ("over_limit".to_string(), u64::from(ignored.over_limit)),
+        ]
+        .into();
         let queue = self.ingest.backlog() + self.outbox.len();
         // Up only when both the host's event stream and the ingest connection are.
         let host_connected =
@@ -287,7 +303,12 @@ impl EventLoop {
         self.metrics.update(|s| {
             s.repos = self.index.len();
             s.root_events = self.index.root_count();
-            s.refused_relays = refused;
+            s.refused_relays = refusals.total();
+            s.refused_relays_by_reason = by_reason;
+            s.refused_relays_sample = sample;
+            s.relay_targets = refusals.targets;
+            s.max_relays = self.cfg.sync.max_relays;
+            s.announcement_relays_ignored = ignored;
             s.ingest_queue = queue;
             s.host_connected = host_connected;
             s.events_pending_retry = held;
@@ -296,7 +317,8 @@ impl EventLoop {
         // What each relay is synced for, from the index itself.
         let mut wanted: HashMap<&str, (usize, usize)> = HashMap::new();
         for (_, entry) in self.index.repos() {
-            for relay in &entry.relays {
+            // Only relays with a task: a flood of listed relays costs no map entries here.
+            for relay in entry.relays.iter().filter(|r| reports.contains_key(*r)) {
                 let w = wanted.entry(relay.as_str()).or_default();
                 w.0 += 1;
                 w.1 += entry.root_events.len();

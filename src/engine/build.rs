@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use super::index::{announcement_relays, RepoSyncIndex};
 use crate::policy::event::is_root_kind;
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
-use crate::policy::{AcceptedSet, AcceptedView, Facts, Id, Policy, RepoCoord};
+use crate::policy::{AcceptedSet, AcceptedView, Facts, Id, Policy, Reason, RepoCoord, Verdict};
 
 /// Read access to a host's stored events, enough to rebuild the accepted view.
 pub trait EventSource {
@@ -109,7 +109,8 @@ pub fn build<S: EventSource>(policy: &Policy, source: &mut S) -> Result<Built, S
     let mut index = RepoSyncIndex::new();
     for ann in &anns {
         let (Some(coord), Some(tags)) = (ann.own_coord(), &ann.announcement) else { continue };
-        index.upsert_repo(coord, announcement_relays(policy.service(), tags));
+        let (relays, ignored) = announcement_relays(policy.service(), tags);
+        index.upsert_announced(coord, relays, ignored);
     }
     for (coord, id) in &b.roots {
         index.add_root(coord, *id);
@@ -146,9 +147,10 @@ impl<S: EventSource> Builder<'_, S> {
                 let before = pending.len();
                 let mut i = 0;
                 while i < pending.len() {
-                    if self.policy.decide(&self.view, &pending[i]).is_accept() {
+                    let verdict = self.policy.decide(&self.view, &pending[i]);
+                    if verdict.is_accept() {
                         let f = pending.swap_remove(i);
-                        self.view.record(&f, self.policy.lists_service(&f));
+                        self.view.record(&f, verdict == Verdict::Accept(Reason::ListsService));
                         accepted.push(f);
                     } else {
                         i += 1;

@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::engine::relay_task::{run_relay, Ctx, RelayTarget};
 use crate::engine::relays::PersistedRelay;
-use crate::engine::status::{SyncSettings, SyncStatus};
+use crate::engine::status::{SyncSettings, SyncStatus, REFUSED_SAMPLE_PER_REASON};
 use crate::engine::store::{Fetched, LocalStore};
-use crate::engine::targets::{derive_relay_targets, TargetRules};
+use crate::engine::targets::{derive_relay_targets, summarize_refusals, TargetRules};
 use crate::engine::RepoSyncIndex;
 use crate::policy::RelayUrl;
 use crate::remote::Dialer;
@@ -100,11 +100,21 @@ async fn coordinate(
     status: SyncStatus,
 ) {
     let mut running: HashMap<RelayUrl, Running> = HashMap::new();
+    let mut last_overflow = 0;
     loop {
         let targets = derive_relay_targets(&index.borrow_and_update(), &cfg.service_url, &cfg.rules());
-        for (url, reason) in &targets.refused {
-            status.refuse(url.as_str(), &reason.to_string());
+        let summary = summarize_refusals(&targets, REFUSED_SAMPLE_PER_REASON);
+        if targets.overflow != last_overflow {
+            last_overflow = targets.overflow;
+            tracing::warn!(
+                targets = targets.relays.len(),
+                over_limit = targets.overflow,
+                max_relays = cfg.max_relays,
+                "more relays listed than sync.max_relays; the busiest are kept"
+            );
         }
+        tracing::debug!(targets = summary.targets, refused = ?summary.by_reason, "relay targets chosen");
+        status.set_refusals(summary);
         for (url, target) in &targets.relays {
             match running.get(url) {
                 Some(r) if !r.task.is_finished() => {

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::policy::event::{is_root_kind, AnnouncementTags, KIND_ANNOUNCEMENT, KIND_DELETION};
-use crate::policy::{maintainer_closure, AcceptedView, Facts, Id, RelayUrl, RepoCoord};
+use crate::policy::view::select_announced_relays;
+use crate::policy::{maintainer_closure, AcceptedView, Facts, Id, IgnoredRelays, RelayUrl, RepoCoord};
 
 /// Relays taken from one announcement at most; the rest are ignored (announcements are untrusted).
 pub const MAX_RELAYS_PER_ANNOUNCEMENT: usize = crate::policy::view::MAX_ANNOUNCED_RELAYS;
@@ -14,12 +15,17 @@ pub const MAX_RELAYS_PER_ANNOUNCEMENT: usize = crate::policy::view::MAX_ANNOUNCE
 pub struct RepoEntry {
     pub relays: BTreeSet<RelayUrl>,
     pub root_events: BTreeSet<Id>,
+    /// Its announcement's `relays` tag values that were not taken, by reason.
+    pub ignored_relays: IgnoredRelays,
 }
 
 /// Repository coordinate → relays and root events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepoSyncIndex {
     repos: BTreeMap<RepoCoord, RepoEntry>,
+    /// `d` → owners of the indexed repositories with that `d`, so that an announcement updates
+    /// its `d` without a scan of every repository.
+    owners: HashMap<String, BTreeSet<Id>>,
     /// Root event id → its author, so that only the author's deletion removes it.
     root_authors: HashMap<Id, Id>,
 }
@@ -32,14 +38,22 @@ impl RepoSyncIndex {
     /// Adds a repository or replaces its relay list; its root events are kept.
     /// Returns whether anything changed.
     pub fn upsert_repo(&mut self, coord: RepoCoord, relays: BTreeSet<RelayUrl>) -> bool {
+        self.upsert_announced(coord, relays, IgnoredRelays::default())
+    }
+
+    /// [`upsert_repo`](Self::upsert_repo), also recording what the announcement's relay list
+    /// lost (reported on `/status`).
+    pub fn upsert_announced(&mut self, coord: RepoCoord, relays: BTreeSet<RelayUrl>, ignored: IgnoredRelays) -> bool {
         match self.repos.get_mut(&coord) {
-            Some(entry) if entry.relays == relays => false,
+            Some(entry) if entry.relays == relays && entry.ignored_relays == ignored => false,
             Some(entry) => {
                 entry.relays = relays;
+                entry.ignored_relays = ignored;
                 true
             }
             None => {
-                self.repos.insert(coord, RepoEntry { relays, root_events: BTreeSet::new() });
+                self.owners.entry(coord.d.clone()).or_default().insert(coord.pubkey);
+                self.repos.insert(coord, RepoEntry { relays, root_events: BTreeSet::new(), ignored_relays: ignored });
                 true
             }
         }
@@ -48,6 +62,12 @@ impl RepoSyncIndex {
     /// Removes a repository (announcement replaced by one that no longer lists us, or deleted).
     pub fn remove_repo(&mut self, coord: &RepoCoord) -> Option<RepoEntry> {
         let entry = self.repos.remove(coord)?;
+        if let Some(owners) = self.owners.get_mut(&coord.d) {
+            owners.remove(&coord.pubkey);
+            if owners.is_empty() {
+                self.owners.remove(&coord.d);
+            }
+        }
         for id in &entry.root_events {
             self.root_authors.remove(id);
         }
@@ -107,15 +127,22 @@ impl RepoSyncIndex {
     pub fn refresh_d(&mut self, service: &RelayUrl, view: &impl AcceptedView, d: &str) -> bool {
         let anns = view.announcements(d);
         let anchored = maintainer_closure(anns, anns.iter().filter(|a| a.lists_service).map(|a| a.pubkey));
-        let stale: Vec<RepoCoord> =
-            self.repos.keys().filter(|c| c.d == d && !anchored.contains(&c.pubkey)).cloned().collect();
+        let stale: Vec<RepoCoord> = self
+            .owners
+            .get(d)
+            .into_iter()
+            .flatten()
+            .filter(|pk| !anchored.contains(*pk))
+            .map(|pk| RepoCoord { pubkey: *pk, d: d.to_string() })
+            .collect();
         let mut changed = !stale.is_empty();
         for coord in stale {
             self.remove_repo(&coord);
         }
         for ann in anns.iter().filter(|a| anchored.contains(&a.pubkey)) {
             let relays = ann.relays.iter().filter(|r| !r.same_endpoint(service)).cloned().collect();
-            changed |= self.upsert_repo(RepoCoord { pubkey: ann.pubkey, d: d.to_string() }, relays);
+            let coord = RepoCoord { pubkey: ann.pubkey, d: d.to_string() };
+            changed |= self.upsert_announced(coord, relays, ann.ignored_relays);
         }
         changed
     }
@@ -143,23 +170,31 @@ impl RepoSyncIndex {
     pub fn root_count(&self) -> usize {
         self.repos.values().map(|e| e.root_events.len()).sum()
     }
+
+    /// Relay entries held over all repositories (one per repository and relay).
+    pub fn relay_entry_count(&self) -> usize {
+        self.repos.values().map(|e| e.relays.len()).sum()
+    }
+
+    /// Announcement relay values not taken, summed over all repositories.
+    pub fn ignored_relays(&self) -> IgnoredRelays {
+        let mut sum = IgnoredRelays::default();
+        for e in self.repos.values() {
+            sum.add(&e.ignored_relays);
+        }
+        sum
+    }
 }
 
-/// The relays an announcement lists: parsed, normalised, deduplicated, this service excluded,
-/// at most [`MAX_RELAYS_PER_ANNOUNCEMENT`] (first ones win). Unparseable values are skipped.
-pub fn announcement_relays(service: &RelayUrl, tags: &AnnouncementTags) -> BTreeSet<RelayUrl> {
-    let mut out = BTreeSet::new();
-    for raw in &tags.relays {
-        if out.len() >= MAX_RELAYS_PER_ANNOUNCEMENT {
-            break;
-        }
-        if let Ok(url) = RelayUrl::parse(raw) {
-            if !url.same_endpoint(service) {
-                out.insert(url);
-            }
-        }
-    }
-    out
+/// The relays an announcement lists, as the index takes them: the first
+/// [`MAX_RELAYS_PER_ANNOUNCEMENT`] distinct valid URLs in tag order (normalised; this service
+/// counts as one of them), then this service removed. Also what was left out, by reason.
+/// The accepted view keeps the same list, so an index built at start and one grown event by
+/// event agree.
+pub fn announcement_relays(service: &RelayUrl, tags: &AnnouncementTags) -> (BTreeSet<RelayUrl>, IgnoredRelays) {
+    let announced = select_announced_relays(&tags.relays, MAX_RELAYS_PER_ANNOUNCEMENT);
+    let relays = announced.relays.into_iter().filter(|u| !u.same_endpoint(service)).collect();
+    (relays, announced.ignored)
 }
 
 #[cfg(test)]
@@ -181,8 +216,10 @@ mod tests {
             .to_vec(),
             ..Default::default()
         };
-        let got: Vec<String> = announcement_relays(&service, &tags).into_iter().map(String::from).collect();
+        let (relays, ignored) = announcement_relays(&service, &tags);
+        let got: Vec<String> = relays.into_iter().map(String::from).collect();
         assert_eq!(got, ["wss://r1.example.com", "wss://r2.example.com"]);
+        assert_eq!(ignored, IgnoredRelays { invalid: 1, duplicate: 1, over_limit: 0 });
     }
 
     #[test]
@@ -192,7 +229,9 @@ mod tests {
             relays: (0..100).map(|i| format!("wss://r{i}.example.com")).collect(),
             ..Default::default()
         };
-        assert_eq!(announcement_relays(&service, &tags).len(), MAX_RELAYS_PER_ANNOUNCEMENT);
+        let (relays, ignored) = announcement_relays(&service, &tags);
+        assert_eq!(relays.len(), MAX_RELAYS_PER_ANNOUNCEMENT);
+        assert_eq!(ignored.over_limit, 80);
     }
 
     #[test]
@@ -312,5 +351,51 @@ mod apply_tests {
         w.offer(other(50, 7, KIND_ISSUE, vec![coord(3, "r")], vec![]));
         w.offer(other(51, 7, 1111, vec![coord(1, "r")], vec![]));
         assert_eq!(w.index.root_count(), 0, "unknown repo, and a comment is not a root");
+    }
+}
+
+#[cfg(test)]
+mod abuse_tests {
+    use super::*;
+    use crate::policy::{AcceptedSet, Policy};
+    use proptest::prelude::*;
+
+    const S: &str = "wss://grasp.example.com";
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(S.to_string()),
+            Just("ws://GRASP.example.com:80/".to_string()),
+            (0u8..30).prop_map(|i| format!("wss://r{i}.example")),
+            (0u8..30).prop_map(|i| format!("WSS://R{i}.EXAMPLE:443/")),
+            (0u8..5).prop_map(|i| format!("ws://10.0.0.{i}")),
+            Just("http://r1.example".to_string()),
+            Just("%%%".to_string()),
+        ]
+    }
+
+    proptest! {
+        /// The index built at start from stored announcements and the one grown event by event
+        /// hold the same relays: the per-announcement cap is applied the same way.
+        #[test]
+        fn start_and_live_paths_take_the_same_relays_from_an_announcement(
+            mut raw in proptest::collection::vec(value(), 0..60),
+        ) {
+            raw.insert(0, S.to_string());
+            let refs: Vec<&str> = raw.iter().map(String::as_str).collect();
+            let facts = crate::policy::tests::ann(1, "r", &refs, &[], &[], 1);
+            let service = RelayUrl::parse(S).unwrap();
+            let policy = Policy::new(service.clone(), false);
+            let mut view = AcceptedSet::new();
+            prop_assert!(policy.decide_and_record(&mut view, &facts).is_accept());
+            let mut live = RepoSyncIndex::new();
+            live.apply_accepted(&service, &view, &facts);
+            let (relays, ignored) = announcement_relays(&service, facts.announcement.as_ref().unwrap());
+            let entry = live.get(&RepoCoord { pubkey: [1; 32], d: "r".into() }).unwrap();
+            prop_assert_eq!(&entry.relays, &relays);
+            prop_assert_eq!(entry.ignored_relays, ignored);
+            prop_assert!(entry.relays.len() < MAX_RELAYS_PER_ANNOUNCEMENT);
+            prop_assert!(entry.relays.iter().all(|r| !r.same_endpoint(&service)));
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod coordinator;
 pub mod diff;
+pub mod flood;
 pub mod index;
 pub mod layers;
 pub mod lifecycle;
@@ -28,4 +29,6 @@ pub use relay_task::{Item, RelayTarget};
 pub use relays::{PersistedRelay, RelayState, RelayStatus, RelaySyncIndex};
 pub use status::{RelayReport, SyncSettings, SyncStatus};
 pub use store::{Fetched, LocalStore, MemoryStore};
-pub use targets::{derive_relay_targets, ItemSet, RefusedReason, TargetRules, Targets};
+pub use targets::{
+    derive_relay_targets, summarize_refusals, ItemSet, RefusalSummary, RefusedReason, TargetRules, Targets,
+};

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::engine::relays::{PersistedRelay, RelayStatus};
+use crate::engine::targets::RefusalSummary;
 use crate::policy::RelayUrl;
 pub use crate::remote::health::HealthStatus;
 
@@ -149,8 +150,14 @@ pub struct RelayReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub url: String,
-    pub reason: String,
+    /// Short name ([`RefusedReason::label`](crate::engine::RefusedReason::label)).
+    pub reason: &'static str,
+    /// The reason in words.
+    pub detail: String,
 }
+
+/// Refused URLs kept as examples per reason; the rest are only counted.
+pub const REFUSED_SAMPLE_PER_REASON: usize = 10;
 
 /// Shared view of every relay's report and of refused URLs.
 #[derive(Debug, Clone, Default)]
@@ -161,7 +168,8 @@ pub struct SyncStatus {
 #[derive(Debug, Default)]
 struct StatusInner {
     relays: BTreeMap<RelayUrl, RelayReport>,
-    refused: BTreeMap<String, String>,
+    /// From the latest target choice only: bounded however many relays are listed.
+    refusals: RefusalSummary,
 }
 
 impl SyncStatus {
@@ -191,12 +199,25 @@ impl SyncStatus {
         self.inner.lock().expect("status lock").relays.clone()
     }
 
-    pub fn refuse(&self, url: &str, reason: &str) {
-        self.inner.lock().expect("status lock").refused.insert(url.to_string(), reason.to_string());
+    /// Replaces what the latest target choice refused.
+    pub fn set_refusals(&self, summary: RefusalSummary) {
+        self.inner.lock().expect("status lock").refusals = summary;
     }
 
+    /// Counts of the latest target choice: targets and refusals per reason.
+    pub fn refusals(&self) -> RefusalSummary {
+        self.inner.lock().expect("status lock").refusals.clone()
+    }
+
+    /// Example refused URLs of the latest target choice, at most
+    /// [`REFUSED_SAMPLE_PER_REASON`] per reason.
     pub fn refused(&self) -> Vec<Refused> {
         let inner = self.inner.lock().expect("status lock");
-        inner.refused.iter().map(|(u, r)| Refused { url: u.clone(), reason: r.clone() }).collect()
+        inner
+            .refusals
+            .sample
+            .iter()
+            .map(|(u, r)| Refused { url: u.to_string(), reason: r.label(), detail: r.to_string() })
+            .collect()
     }
 }

@@ -4,7 +4,7 @@
 //! applying the relay rules: never our own service, no local or private addresses unless
 //! allowed, at most `max_relays` relays (bootstrap relays always kept).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::engine::index::RepoSyncIndex;
@@ -104,6 +104,26 @@ pub enum RefusedReason {
     OverLimit,
 }
 
+impl RefusedReason {
+    /// Every value [`label`](Self::label) takes.
+    pub const LABELS: [&'static str; 7] =
+        ["own_service", "loopback", "private", "link_local", "multicast", "reserved", "over_limit"];
+
+    /// A short stable name for metrics labels and `/status`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RefusedReason::OwnService => "own_service",
+            RefusedReason::NotPublic(AddressClass::Loopback) => "loopback",
+            RefusedReason::NotPublic(AddressClass::Private) => "private",
+            RefusedReason::NotPublic(AddressClass::LinkLocal) => "link_local",
+            RefusedReason::NotPublic(AddressClass::Multicast) => "multicast",
+            // Public is never refused as not public; counted with reserved if it were.
+            RefusedReason::NotPublic(AddressClass::Reserved | AddressClass::Public) => "reserved",
+            RefusedReason::OverLimit => "over_limit",
+        }
+    }
+}
+
 impl fmt::Display for RefusedReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -162,13 +182,17 @@ fn refusal(url: &RelayUrl, service: &RelayUrl, rules: &TargetRules) -> Option<Re
 /// repository's root events too. When more than `rules.max_relays` relays qualify, bootstrap
 /// relays are kept first, then relays serving more repositories, then more root events, then
 /// URL order; the rest are refused as [`RefusedReason::OverLimit`] and counted in `overflow`.
+///
+/// The ranking pass only counts, and item sets are built for the chosen relays alone, so a
+/// flood of listed relays costs one counter each, not a copy of their repositories.
 pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rules: &TargetRules) -> Targets {
-    let mut wanted: BTreeMap<RelayUrl, ItemSet> = BTreeMap::new();
-    for (coord, entry) in repo_index.repos() {
+    // Pass 1: how many repositories and root events want each relay (borrowed, nothing cloned).
+    let mut weight: HashMap<&RelayUrl, (usize, usize)> = HashMap::new();
+    for (_, entry) in repo_index.repos() {
         for relay in &entry.relays {
-            let items = wanted.entry(relay.clone()).or_default();
-            items.repos.insert(coord.clone());
-            items.root_events.extend(entry.root_events.iter().copied());
+            let w = weight.entry(relay).or_default();
+            w.0 += 1;
+            w.1 += entry.root_events.len();
         }
     }
     let mut out = Targets::default();
@@ -183,48 +207,81 @@ pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rule
             }
         }
     }
-    let mut candidates: Vec<(RelayUrl, ItemSet)> = Vec::new();
-    for (url, items) in wanted {
-        if bootstrap.contains(&url) {
+    let mut candidates: Vec<(&RelayUrl, (usize, usize))> = Vec::new();
+    for (url, w) in weight {
+        if bootstrap.contains(url) {
             continue;
         }
-        match refusal(&url, service, rules) {
+        match refusal(url, service, rules) {
             Some(reason) => {
-                out.refused.insert(url, reason);
+                out.refused.insert(url.clone(), reason);
             }
-            None => candidates.push((url, items)),
+            None => candidates.push((url, w)),
         }
     }
     // Bootstrap relays first, always; they may alone exceed the limit.
     for url in bootstrap {
-        let items = repo_items_for(repo_index, &url);
-        out.bootstrap.insert(url.clone());
-        out.relays.insert(url, items);
+        out.relays.insert(url.clone(), ItemSet::new());
+        out.bootstrap.insert(url);
     }
-    candidates.sort_by(|(ua, a), (ub, b)| {
-        b.repos.len().cmp(&a.repos.len()).then(b.root_events.len().cmp(&a.root_events.len())).then(ua.cmp(ub))
-    });
+    candidates.sort_unstable_by(|(ua, a), (ub, b)| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(ua.cmp(ub)));
     let room = rules.max_relays.saturating_sub(out.relays.len());
-    for (i, (url, items)) in candidates.into_iter().enumerate() {
+    for (i, (url, _)) in candidates.into_iter().enumerate() {
         if i < room {
-            out.relays.insert(url, items);
+            out.relays.insert(url.clone(), ItemSet::new());
         } else {
             out.overflow += 1;
-            out.refused.insert(url, RefusedReason::OverLimit);
+            out.refused.insert(url.clone(), RefusedReason::OverLimit);
+        }
+    }
+    // Pass 2: the items of the chosen relays.
+    for (coord, entry) in repo_index.repos() {
+        for relay in &entry.relays {
+            if let Some(items) = out.relays.get_mut(relay) {
+                items.repos.insert(coord.clone());
+                items.root_events.extend(entry.root_events.iter().copied());
+            }
         }
     }
     out
 }
 
-fn repo_items_for(repo_index: &RepoSyncIndex, relay: &RelayUrl) -> ItemSet {
-    let mut items = ItemSet::new();
-    for (coord, entry) in repo_index.repos() {
-        if entry.relays.contains(relay) {
-            items.repos.insert(coord.clone());
-            items.root_events.extend(entry.root_events.iter().copied());
-        }
+/// What a target choice refused, in a size fit for `/status`: counts per reason and a few
+/// example URLs per reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefusalSummary {
+    /// Relays targeted, bootstrap relays included (at most `max_relays` unless bootstrap relays
+    /// alone exceed it).
+    pub targets: usize,
+    /// Distinct refused URLs per [`RefusedReason::label`]; every label is present.
+    pub by_reason: BTreeMap<&'static str, usize>,
+    /// Up to `per_reason` refused URLs of each reason, in URL order.
+    pub sample: Vec<(RelayUrl, RefusedReason)>,
+}
+
+impl RefusalSummary {
+    /// Refused URLs in total.
+    pub fn total(&self) -> usize {
+        self.by_reason.values().sum()
     }
-    items
+
+    pub fn over_limit(&self) -> usize {
+        self.by_reason.get(RefusedReason::OverLimit.label()).copied().unwrap_or(0)
+    }
+}
+
+/// Summarises `targets.refused`, keeping at most `per_reason` example URLs per reason.
+pub fn summarize_refusals(targets: &Targets, per_reason: usize) -> RefusalSummary {
+    let mut by_reason: BTreeMap<&'static str, usize> = RefusedReason::LABELS.iter().map(|l| (*l, 0)).collect();
+    let mut sample = Vec::new();
+    for (url, reason) in &targets.refused {
+        let n = by_reason.entry(reason.label()).or_default();
+        if *n < per_reason {
+            sample.push((url.clone(), *reason));
+        }
+        *n += 1;
+    }
+    RefusalSummary { targets: targets.relays.len(), by_reason, sample }
 }
 
 #[cfg(test)]
@@ -297,6 +354,22 @@ mod tests {
     }
 
     #[test]
+    fn refusal_labels_are_distinct_and_listed() {
+        use AddressClass::*;
+        let all = [
+            RefusedReason::OwnService,
+            RefusedReason::NotPublic(Loopback),
+            RefusedReason::NotPublic(Private),
+            RefusedReason::NotPublic(LinkLocal),
+            RefusedReason::NotPublic(Multicast),
+            RefusedReason::NotPublic(Reserved),
+            RefusedReason::OverLimit,
+        ];
+        let labels: Vec<&str> = all.iter().map(RefusedReason::label).collect();
+        assert_eq!(labels, RefusedReason::LABELS);
+    }
+
+    #[test]
     fn relay_cap_keeps_bootstrap_then_busiest_then_url_order() {
         let idx = index(&[
             (1, &["wss://c.example", "wss://b.example", "wss://a.example"], &[]),
@@ -341,6 +414,46 @@ mod tests {
             prop_assert_eq!(t.overflow, t.refused.values().filter(|r| **r == RefusedReason::OverLimit).count());
             // Deterministic: the same input gives the same answer.
             prop_assert_eq!(&t, &derive_relay_targets(&idx, &url("wss://r0.example"), &rules(max, false, &[])));
+            // Each target serves exactly the repositories listing it and their root events.
+            for (relay, items) in &t.relays {
+                let mut expect = ItemSet::new();
+                for (c, e) in idx.repos().filter(|(_, e)| e.relays.contains(relay)) {
+                    expect.repos.insert(c.clone());
+                    expect.root_events.extend(e.root_events.iter().copied());
+                }
+                prop_assert_eq!(items, &expect);
+            }
+        }
+
+        #[test]
+        fn refusal_summary_counts_every_refusal_once_and_samples_a_few(
+            relays in proptest::collection::btree_set(0u16..400, 0..120),
+            max in 0usize..40,
+            per_reason in 0usize..5,
+        ) {
+            let listed: Vec<String> = relays
+                .iter()
+                .map(|r| match r % 4 {
+                    0 => format!("ws://10.0.{}.{}", r / 256, r % 256),
+                    1 => format!("ws://127.0.0.{}", r % 256),
+                    _ => format!("wss://r{r}.example"),
+                })
+                .collect();
+            let refs: Vec<&str> = listed.iter().map(String::as_str).collect();
+            let idx = index(&[(1, &refs, &[])]);
+            let t = derive_relay_targets(&idx, &url("wss://grasp.example"), &rules(max, false, &[]));
+            let s = summarize_refusals(&t, per_reason);
+            prop_assert_eq!(s.total(), t.refused.len());
+            prop_assert_eq!(s.over_limit(), t.overflow);
+            prop_assert_eq!(s.targets, t.relays.len());
+            prop_assert_eq!(s.by_reason.len(), RefusedReason::LABELS.len());
+            for label in RefusedReason::LABELS {
+                let sampled = s.sample.iter().filter(|(_, r)| r.label() == label).count();
+                prop_assert_eq!(sampled, s.by_reason[label].min(per_reason));
+            }
+            for (u, r) in &s.sample {
+                prop_assert_eq!(t.refused.get(u), Some(r));
+            }
         }
     }
 }

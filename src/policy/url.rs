@@ -91,21 +91,24 @@ impl RelayUrl {
         self.0.starts_with("wss:")
     }
 
-    /// Same relay regardless of `ws`/`wss`: host, effective port and path compared exactly.
+    /// Same relay regardless of `ws`/`wss`: host, explicit port and path compared exactly.
     pub fn same_endpoint(&self, other: &RelayUrl) -> bool {
-        let (a, b) = (self.url(), other.url());
-        a.host_str() == b.host_str() && a.path() == b.path() && endpoint_port(&a) == endpoint_port(&b)
+        self.endpoint_key() == other.endpoint_key()
+    }
+
+    /// Host, explicit (non-default) port and path without the trailing slash, read off the
+    /// normal form without parsing again (announcements carry many URLs, each compared with
+    /// our own).
+    fn endpoint_key(&self) -> &str {
+        let rest = self.0.split_once("://").map_or(self.0.as_str(), |(_, r)| r);
+        let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+        rest.trim_end_matches('/')
     }
 
     /// Classifies the host when it is an address literal or a well-known local name.
     pub fn address_class(&self) -> AddressClass {
         classify_host(&self.host())
     }
-}
-
-fn endpoint_port(u: &url::Url) -> Option<u16> {
-    // ws://h and wss://h are the same relay endpoint as far as announcements go.
-    u.port()
 }
 
 impl fmt::Display for RelayUrl {
@@ -261,6 +264,29 @@ mod tests {
             "wss://grasp.example.com/other",
         ] {
             assert!(!s.same_endpoint(&RelayUrl::parse(other).unwrap()), "{other}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Reading the endpoint off the normal form agrees with comparing parsed host, port and
+        /// path.
+        #[test]
+        fn same_endpoint_agrees_with_parsed_parts(
+            a in (0usize..2, 0usize..3, 0usize..4, 0usize..5, 0usize..2),
+            b in (0usize..2, 0usize..3, 0usize..4, 0usize..5, 0usize..2),
+        ) {
+            let make = |(s, h, p, path, q): (usize, usize, usize, usize, usize)| {
+                let scheme = ["ws", "wss"][s];
+                let host = ["grasp.example.com", "GRASP.Example.com.", "[::1]"][h];
+                let port = ["", ":80", ":443", ":7777"][p];
+                let path = ["", "/", "/a", "/a/", "/A"][path];
+                let query = ["", "?x=1"][q];
+                RelayUrl::parse(&format!("{scheme}://{host}{port}{path}{query}")).unwrap()
+            };
+            let (a, b) = (make(a), make(b));
+            let (ua, ub) = (a.url(), b.url());
+            let parts = |u: &url::Url| (u.host_str().map(str::to_string), u.port(), u.path().trim_end_matches('/').to_string());
+            proptest::prop_assert_eq!(a.same_endpoint(&b), parts(&ua) == parts(&ub), "{} {}", a, b);
         }
     }
 

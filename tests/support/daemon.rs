@@ -10,6 +10,7 @@ use grasp_sync::config::Config;
 use grasp_sync::metrics::{fetch_status, Status};
 use grasp_sync::policy::Note;
 use grasp_sync::remote::dial::NetDialer;
+use grasp_sync::remote::Dialer;
 use nostr_relay_builder::prelude::{EventBuilder, JsonUtil, Keys, Kind, Tag, Timestamp};
 use tokio::sync::oneshot;
 
@@ -44,9 +45,14 @@ pub struct Running {
 
 /// Starts `grasp_sync::daemon::run` with this configuration (dialling loopback allowed).
 pub fn start_daemon(config: &str) -> Running {
+    start_daemon_with(config, Arc::new(NetDialer::new(true)))
+}
+
+/// Starts the daemon with its remote relays dialled through `dialer` (e.g. a recording double).
+pub fn start_daemon_with(config: &str, dialer: Arc<dyn Dialer>) -> Running {
     let cfg = Config::from_toml(config).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(grasp_sync::daemon::run(cfg, Arc::new(NetDialer::new(true)), async move {
+    let task = tokio::spawn(grasp_sync::daemon::run(cfg, dialer, async move {
         let _ = stopped.await;
     }));
     Running { stop, task }
