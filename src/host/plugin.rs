@@ -14,6 +14,9 @@ use crate::policy::{AcceptedSet, Facts, Note, Policy, Verdict};
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 /// strfry refuses answer lines over 8192 bytes; keep messages far below that.
 pub const MAX_MSG_BYTES: usize = 512;
+/// Longest event id answered (strfry's ids are 64 hex characters); a line whose id is longer or
+/// empty cannot be answered.
+pub const MAX_ANSWER_ID_BYTES: usize = 128;
 
 #[derive(Debug, Deserialize)]
 struct Request {
@@ -69,7 +72,12 @@ impl Plugin {
     /// Handles one request line. `None` when no event id can be read from it.
     pub fn handle_line(&mut self, line: &[u8]) -> Option<Answer> {
         let line = trim_ascii(line);
-        match serde_json::from_slice::<Request>(line) {
+        // A request is a JSON object; serde would also read a struct from an array.
+        let parsed = match line.first() {
+            Some(b'{') => serde_json::from_slice::<Request>(line),
+            _ => Err(serde::de::Error::custom("request is not a JSON object")),
+        };
+        match parsed {
             Ok(req) => Some(self.handle_request(req)),
             Err(e) => {
                 let Some(id) = recover_id(line) else {
@@ -166,7 +174,7 @@ fn trim_ascii(mut s: &[u8]) -> &[u8] {
 fn recover_id(line: &[u8]) -> Option<String> {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
         let id = v.get("event")?.get("id")?.as_str()?;
-        return (!id.is_empty() && id.len() <= 128).then(|| id.to_string());
+        return (!id.is_empty() && id.len() <= MAX_ANSWER_ID_BYTES).then(|| id.to_string());
     }
     scan_id(line)
 }
@@ -303,6 +311,20 @@ mod tests {
     fn long_reject_messages_are_bounded() {
         let a = reject("x".into(), "é".repeat(1000));
         assert!(a.msg.len() <= MAX_MSG_BYTES && a.msg.ends_with("..."));
+    }
+
+    #[test]
+    fn a_request_in_array_form_is_not_read_as_a_request() {
+        let id = "ab".repeat(32);
+        let event = format!(
+            r#"{{"id":"{id}","pubkey":"{id}","created_at":1,"kind":1,"tags":[],"content":"","sig":"{}"}}"#,
+            "cd".repeat(64)
+        );
+        let mut p = plugin();
+        assert_eq!(p.handle_line(format!(r#"["new",{event}]"#).as_bytes()), None);
+        assert_eq!(p.stats.unanswerable, 1);
+        let answer = p.handle_line(format!(r#"{{"type":"new","event":{event}}}"#).as_bytes()).unwrap();
+        assert_eq!(answer.id, id);
     }
 
     #[test]
