@@ -4,6 +4,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod host;
 pub mod metrics;
 pub mod policy;

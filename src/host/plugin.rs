@@ -17,6 +17,9 @@ pub const MAX_MSG_BYTES: usize = 512;
 /// strfry's limit on one answer line (newline included). An answer that would be longer (only an
 /// absurd event id can make it so) is not sent: strfry would kill the plugin for it.
 pub const MAX_ANSWER_BYTES: usize = 8192;
+/// Longest event id answered (strfry's ids are 64 hex characters); a line whose id is longer or
+/// empty cannot be answered.
+pub const MAX_ANSWER_ID_BYTES: usize = 128;
 
 #[derive(Debug, Deserialize)]
 struct Request {
@@ -72,11 +75,10 @@ impl Plugin {
     /// Handles one request line. `None` when no event id can be read from it.
     pub fn handle_line(&mut self, line: &[u8]) -> Option<Answer> {
         let line = trim_ascii(line);
-        // A request is a JSON object; serde would also read a struct from an array by position.
-        let parsed = if line.first() == Some(&b'{') {
-            serde_json::from_slice::<Request>(line)
-        } else {
-            Err(serde::de::Error::custom("request is not a JSON object"))
+        // A request is a JSON object; serde would also read a struct from an array.
+        let parsed = match line.first() {
+            Some(b'{') => serde_json::from_slice::<Request>(line),
+            _ => Err(serde::de::Error::custom("request is not a JSON object")),
         };
         match parsed {
             Ok(req) => Some(self.handle_request(req)),
@@ -175,7 +177,7 @@ fn trim_ascii(mut s: &[u8]) -> &[u8] {
 fn recover_id(line: &[u8]) -> Option<String> {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
         let id = v.get("event")?.get("id")?.as_str()?;
-        return (!id.is_empty() && id.len() <= 128).then(|| id.to_string());
+        return (!id.is_empty() && id.len() <= MAX_ANSWER_ID_BYTES).then(|| id.to_string());
     }
     scan_id(line)
 }
@@ -333,21 +335,17 @@ mod tests {
     }
 
     #[test]
-    fn arrays_are_not_read_as_requests() {
-        let mut note = Note {
-            id: String::new(),
-            pubkey: "ab".repeat(32),
-            created_at: 1,
-            kind: 1,
-            tags: vec![],
-            content: String::new(),
-            sig: "cd".repeat(64),
-        };
-        note.id = hex::encode(note.compute_id());
-        let object = serde_json::json!({"type": "new", "event": note}).to_string();
-        assert!(plugin().handle_line(object.as_bytes()).is_some());
-        let array = serde_json::json!(["new", note]).to_string();
-        assert_eq!(plugin().handle_line(array.as_bytes()), None);
+    fn a_request_in_array_form_is_not_read_as_a_request() {
+        let id = "ab".repeat(32);
+        let event = format!(
+            r#"{{"id":"{id}","pubkey":"{id}","created_at":1,"kind":1,"tags":[],"content":"","sig":"{}"}}"#,
+            "cd".repeat(64)
+        );
+        let mut p = plugin();
+        assert_eq!(p.handle_line(format!(r#"["new",{event}]"#).as_bytes()), None);
+        assert_eq!(p.stats.unanswerable, 1);
+        let answer = p.handle_line(format!(r#"{{"type":"new","event":{event}}}"#).as_bytes()).unwrap();
+        assert_eq!(answer.id, id);
     }
 
     #[test]
