@@ -81,7 +81,15 @@ impl Plugin {
             _ => Err(serde::de::Error::custom("request is not a JSON object")),
         };
         match parsed {
-            Ok(req) => Some(self.handle_request(req)),
+            Ok(req) if answerable_id(&req.event.id) => Some(self.handle_request(req)),
+            Ok(req) => {
+                self.stats.unanswerable += 1;
+                tracing::error!(
+                    id_bytes = req.event.id.len(),
+                    "plugin: request with an empty or overlong event id; not answered"
+                );
+                None
+            }
             Err(e) => {
                 let Some(id) = recover_id(line) else {
                     self.stats.unanswerable += 1;
@@ -172,12 +180,18 @@ fn trim_ascii(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// Whether an answer can carry this id: strfry's ids are 64 hex characters, so an empty or
+/// absurdly long one cannot be echoed back usefully.
+fn answerable_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ANSWER_ID_BYTES
+}
+
 /// Finds the event id in a line that is not a valid request. strfry writes the event's keys
 /// unescaped, so the first `"id":"<64 hex>"` is the event's id (quotes inside strings are escaped).
 fn recover_id(line: &[u8]) -> Option<String> {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
         let id = v.get("event")?.get("id")?.as_str()?;
-        return (!id.is_empty() && id.len() <= MAX_ANSWER_ID_BYTES).then(|| id.to_string());
+        return answerable_id(id).then(|| id.to_string());
     }
     scan_id(line)
 }
