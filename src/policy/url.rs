@@ -62,6 +62,10 @@ impl RelayUrl {
                 s = s.replacen(host, trimmed, 1);
             }
         }
+        // Percent-encoding can make the normal form up to nine times longer than the input.
+        if s.len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong);
+        }
         Ok(RelayUrl(s))
     }
 
@@ -320,6 +324,13 @@ mod tests {
     fn clone_host_is_lower_case() {
         assert_eq!(url_host("https://Git.Example.com/x.git").as_deref(), Some("git.example.com"));
         assert_eq!(url_host("not a url"), None);
+    }
+
+    #[test]
+    fn a_url_whose_normal_form_grows_past_the_limit_is_too_long() {
+        let input = format!("wss://relay.example.com/{}", "\u{8e}".repeat(100));
+        assert!(input.len() <= MAX_URL_LEN);
+        assert_eq!(RelayUrl::parse(&input), Err(UrlError::TooLong));
     }
 
     #[test]
