@@ -60,6 +60,10 @@ impl RelayUrl {
             if host.ends_with('.') && host.len() > 1 {
                 let trimmed = host.trim_end_matches('.');
                 s = s.replacen(host, trimmed, 1);
+                // Without its dots the host may read differently (`127.0.0..` becomes the IPv4
+                // address 127.0.0.0), so the result is parsed once more. It has no trailing dot
+                // now, so this recursion ends at the next level.
+                return Self::parse(&s);
             }
         }
         // Percent-encoding can make the normal form up to nine times longer than the input.
@@ -331,6 +335,13 @@ mod tests {
         let input = format!("wss://relay.example.com/{}", "\u{8e}".repeat(100));
         assert!(input.len() <= MAX_URL_LEN);
         assert_eq!(RelayUrl::parse(&input), Err(UrlError::TooLong));
+    }
+
+    #[test]
+    fn a_host_that_reads_differently_without_its_trailing_dots_is_normalised_once_more() {
+        let once = RelayUrl::parse("wss://127.0.0..").unwrap();
+        assert_eq!(once.as_str(), "wss://127.0.0.0");
+        assert_eq!(RelayUrl::parse(once.as_str()).unwrap(), once);
     }
 
     #[test]
