@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashSet};
 use crate::engine::index::{announcement_relays, MAX_RELAYS_PER_ANNOUNCEMENT};
 use crate::policy::event::{parse_hex32, MAX_REFS_PER_EVENT};
 use crate::policy::url::{classify_host, url_host, MAX_URL_LEN};
-use crate::policy::view::{IgnoredRelays, MAX_ANNOUNCED_RELAYS};
+use crate::policy::view::{select_announced_relays, IgnoredRelays, MAX_ANNOUNCED_RELAYS};
 use crate::policy::{
     maintainer_closure, maintainer_set, AcceptedSet, Announcement, Facts, Id, Policy, RelayUrl, RepoCoord, Verdict,
 };
@@ -97,9 +97,13 @@ fn check_facts(tags: &[Vec<String>], kind: u64, service: &RelayUrl) {
 
     let (relays, ignored) = announcement_relays(service, ann);
     assert!(relays.len() <= MAX_RELAYS_PER_ANNOUNCEMENT);
-    let kept = relays.len() + usize::from(lists && relays.len() < MAX_RELAYS_PER_ANNOUNCEMENT);
-    let accounted = ignored.invalid as usize + ignored.duplicate as usize + ignored.over_limit as usize;
-    assert_eq!(kept + accounted, ann.relays.len(), "every relay value is kept or ignored for a reason");
+    // Every value is either one of the distinct relays selected (ours among them, removed just
+    // below) or ignored for a reason.
+    let selected = select_announced_relays(&ann.relays, MAX_RELAYS_PER_ANNOUNCEMENT);
+    assert_eq!(selected.ignored, ignored);
+    assert_eq!(selected.relays.len() as u64 + ignored.total(), ann.relays.len() as u64, "values unaccounted for");
+    let others: BTreeSet<RelayUrl> = selected.relays.into_iter().filter(|r| !r.same_endpoint(service)).collect();
+    assert_eq!(others, relays, "announced relays are the selected ones other than the service");
     for r in &relays {
         assert!(!r.same_endpoint(service), "service itself among the announced relays");
         assert_eq!(RelayUrl::parse(r.as_str()).as_ref(), Ok(r));
