@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use grasp_sync::engine::flood::Rng;
 use grasp_sync::host::lmdb::generate::Generator;
 use grasp_sync::host::lmdb::{load_index, StrfryDb};
 use grasp_sync::policy::{Note, Policy, RelayUrl};
@@ -16,23 +17,6 @@ const SERVICE: &str = "wss://grasp.example.com";
 /// Spread of created_at: three years.
 const SPAN: u64 = 3 * 365 * 86_400;
 const START: u64 = 1_700_000_000;
-
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn hex32(&mut self) -> String {
-        (0..4).map(|_| format!("{:016x}", self.next())).collect()
-    }
-}
 
 fn key(i: u64) -> String {
     format!("{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)

@@ -42,30 +42,45 @@ struct World {
     metrics: SocketAddr,
 }
 
+/// The events of a test: an announcement listing the service and the remote, an issue with
+/// `history` comments (all relevant), and irrelevant events beside them.
+struct Story {
+    bob: Keys,
+    issue: Note,
+    relevant: Vec<Note>,
+    junk: Vec<Note>,
+}
+
+/// Publishes the announcement to the host and puts every event of a new [`Story`] on the remote.
+async fn story(host_url: &str, remote: &TestRelay, history: usize) -> Story {
+    let (alice, bob, mallory) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let base = now() - 100_000;
+    let ann =
+        signed(&alice, 30617, vec![t("d", "alpha"), vec!["relays".into(), S.into(), remote.url.clone()]], "", base);
+    let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
+    let issue = signed(&bob, 1621, vec![t("a", &coord), t("subject", "bug")], "it breaks", base + 1);
+    let mut relevant = vec![ann.clone(), issue.clone()];
+    relevant.extend((0..history).map(|i| {
+        signed(&bob, 1111, vec![t("E", &issue.id), t("K", "1621")], &format!("comment {i}"), base + 10 + i as u64)
+    }));
+    let other = format!("30617:{}:zzz", mallory.public_key().to_hex());
+    let junk = vec![
+        signed(&mallory, 1, vec![], "unrelated", base + 2),
+        signed(&mallory, 1621, vec![t("a", &other)], "elsewhere", base + 3),
+        signed(&mallory, 30617, vec![t("d", "zzz"), vec!["relays".into(), remote.url.clone()]], "", base + 4),
+    ];
+    let published = publish(host_url, &[json(&ann)]).await;
+    assert!(published[0].1, "the host accepts an announcement listing it: {published:?}");
+    remote.insert_all(&relevant).await;
+    remote.insert_all(&junk).await;
+    Story { bob, issue, relevant, junk }
+}
+
 impl World {
     async fn new(history: usize) -> World {
         let host = Host::start(S).await;
         let remote = TestRelay::start(None).await;
-        let (alice, bob, mallory) = (Keys::generate(), Keys::generate(), Keys::generate());
-        let base = now() - 100_000;
-        let ann =
-            signed(&alice, 30617, vec![t("d", "alpha"), vec!["relays".into(), S.into(), remote.url.clone()]], "", base);
-        let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
-        let issue = signed(&bob, 1621, vec![t("a", &coord), t("subject", "bug")], "it breaks", base + 1);
-        let mut relevant = vec![ann.clone(), issue.clone()];
-        relevant.extend((0..history).map(|i| {
-            signed(&bob, 1111, vec![t("E", &issue.id), t("K", "1621")], &format!("comment {i}"), base + 10 + i as u64)
-        }));
-        let other = format!("30617:{}:zzz", mallory.public_key().to_hex());
-        let junk = vec![
-            signed(&mallory, 1, vec![], "unrelated", base + 2),
-            signed(&mallory, 1621, vec![t("a", &other)], "elsewhere", base + 3),
-            signed(&mallory, 30617, vec![t("d", "zzz"), vec!["relays".into(), remote.url.clone()]], "", base + 4),
-        ];
-        let published = publish(&host.url, &[json(&ann)]).await;
-        assert!(published[0].1, "the host accepts an announcement listing it: {published:?}");
-        remote.insert_all(&relevant).await;
-        remote.insert_all(&junk).await;
+        let Story { bob, issue, relevant, junk } = story(&host.url, &remote, history).await;
         World { host, remote, bob, issue, relevant, junk, state: tempfile::tempdir().unwrap(), metrics: metrics_addr() }
     }
 
@@ -238,23 +253,7 @@ async fn strfry_host_killed_mid_ingest_and_restarted_on_its_database_ends_with_e
     let work = tempfile::tempdir().unwrap();
     let mut host = host_with_plugin(&bin, work.path(), S);
     let remote = TestRelay::start(None).await;
-    let (alice, bob, mallory) = (Keys::generate(), Keys::generate(), Keys::generate());
-    let base = now() - 100_000;
-    let ann =
-        signed(&alice, 30617, vec![t("d", "alpha"), vec!["relays".into(), S.into(), remote.url.clone()]], "", base);
-    let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
-    let issue = signed(&bob, 1621, vec![t("a", &coord)], "it breaks", base + 1);
-    let mut relevant = vec![ann.clone(), issue.clone()];
-    relevant.extend((0..HISTORY).map(|i| {
-        signed(&bob, 1111, vec![t("E", &issue.id), t("K", "1621")], &format!("comment {i}"), base + 10 + i as u64)
-    }));
-    let junk = [
-        signed(&mallory, 1, vec![], "unrelated", base + 2),
-        signed(&mallory, 30617, vec![t("d", "zzz"), vec!["relays".into(), remote.url.clone()]], "", base + 3),
-    ];
-    assert!(publish(&host.url(), &[json(&ann)]).await[0].1, "the host's plugin accepts the announcement");
-    remote.insert_all(&relevant).await;
-    remote.insert_all(&junk).await;
+    let Story { relevant, junk, .. } = story(&host.url(), &remote, HISTORY).await;
 
     let state = tempfile::tempdir().unwrap();
     let metrics = metrics_addr();

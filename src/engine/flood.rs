@@ -71,18 +71,23 @@ pub struct FloodAnnouncement {
     pub values: Vec<Value>,
 }
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
+/// xorshift64*: deterministic, no dependency. Shared by the generators of tests and benchmarks.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// 32 random bytes as 64 hex digits.
+    pub fn hex32(&mut self) -> String {
+        (0..4).map(|_| format!("{:016x}", self.next_u64())).collect()
     }
 }
 
