@@ -12,7 +12,7 @@ use grasp_sync::remote::filter::Filter;
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 fn fixture_notes() -> Vec<Note> {

@@ -202,7 +202,7 @@ mod tests {
     use super::*;
 
     fn fixture_lines() -> Vec<u8> {
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/plugin-input.jsonl")).unwrap()
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/plugin-input.jsonl")).unwrap()
     }
 
     #[test]

@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn only_valid_events_are_taken_from_frames() {
         let line =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/events.jsonl")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events.jsonl")).unwrap();
         let first: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
         let frame = json!(["EVENT", "s", first["event"]]).to_string();
         assert!(parse_event(&frame).is_some());

@@ -207,7 +207,7 @@ mod tests {
 
     pub(crate) fn fixture_notes() -> Vec<(String, Note)> {
         let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/events.jsonl")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events.jsonl")).unwrap();
         text.lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -280,7 +280,7 @@ mod signature_tests {
     #[test]
     fn fixture_signatures_verify_and_tampering_is_caught() {
         let line =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/events.jsonl")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events.jsonl")).unwrap();
         let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
         let note: Note = serde_json::from_value(v["event"].clone()).unwrap();
         assert!(verify_signature(&note));

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use super::event::{AnnouncementTags, KIND_ANNOUNCEMENT, KIND_STATE};
 use super::*;
 
-const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn fixtures() -> (Vec<(String, Note)>, serde_json::Value) {
     let text = std::fs::read_to_string(format!("{FIX}/events.jsonl")).unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 pub const SERVICE: &str = "wss://grasp.example.com";
 /// Longest a test waits for one answer before failing.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
