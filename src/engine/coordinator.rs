@@ -134,7 +134,7 @@ async fn coordinate(
                         sink: sink.clone(),
                         status: status.clone(),
                         dialer: dialer.clone(),
-                        persisted: cfg.persisted.get(url).copied(),
+                        persisted: cfg.persisted.get(url).cloned(),
                     };
                     tracing::info!(relay = %url, "starting relay task");
                     running.insert(url.clone(), Running { target: tx, task: tokio::spawn(run_relay(ctx, rx)) });

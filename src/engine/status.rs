@@ -54,6 +54,15 @@ pub struct SyncSettings {
     pub send_timeout: Duration,
     /// Misbehaviour budgets and the live event rate per connection.
     pub abuse: crate::remote::abuse::AbuseLimits,
+    /// How often confirmed items outside the live hot set are caught up by negentropy.
+    pub sweep_interval: Duration,
+    /// The live hot set is rebuilt at most once per this interval.
+    pub consolidation_interval: Duration,
+    /// After an overflow, the subscription budget grows back by one per this quiet time.
+    pub budget_regrow: Duration,
+    /// How long history waits for a root event it fetched to join the target (the daemon
+    /// accepts it and the index grows) before the relay counts as synced without it.
+    pub root_wait: Duration,
 }
 
 impl Default for SyncSettings {
@@ -81,6 +90,10 @@ impl Default for SyncSettings {
             stable_session: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
             abuse: crate::remote::abuse::AbuseLimits::default(),
+            sweep_interval: Duration::from_secs(3600),
+            consolidation_interval: Duration::from_secs(60),
+            budget_regrow: Duration::from_secs(600),
+            root_wait: Duration::from_secs(5),
         }
     }
 }
@@ -108,6 +121,8 @@ pub struct RelayReport {
     /// Events dropped: bad id, or matching no filter of their subscription.
     pub events_invalid: u64,
     pub events_unmatched: u64,
+    /// Events on broad live filters about no repository of ours (dropped, not an offence).
+    pub events_unrelated: u64,
     /// Events on subscription ids we never opened (dropped).
     pub events_unknown_subscription: u64,
     /// Events whose signature did not verify, as reported back by the consumer.
@@ -128,6 +143,19 @@ pub struct RelayReport {
     /// Ids asked for after negentropy reconciliation.
     pub ids_requested: u64,
     pub historic_failures: u64,
+    /// Items whose history failed in the last round (retried after `historic_retry`).
+    pub historic_failed: usize,
+    /// Paginated walks of the current round that may have missed events (same-second overflow).
+    pub truncated: u64,
+    /// Why history is incomplete (latest reason), cleared when a round completes fully.
+    pub history_error: Option<String>,
+    /// Retries of failed history, and periodic sweeps of cold items, on this relay.
+    pub historic_retries: u64,
+    pub sweeps: u64,
+    /// Items named by live hot-set filters.
+    pub hot_items: usize,
+    /// Largest client frame sent.
+    pub largest_frame: usize,
     /// Historic batches finished in the current sync round, and still open.
     pub historic_batches_done: u64,
     pub historic_batches_open: usize,
@@ -189,6 +217,11 @@ impl SyncStatus {
         if let Some(r) = self.inner.lock().expect("status lock").relays.get_mut(url) {
             r.events_bad_signature += 1;
         }
+    }
+
+    /// Forgets a relay's report (it is no longer a target and its task has ended).
+    pub fn remove(&self, url: &RelayUrl) {
+        self.inner.lock().expect("status lock").relays.remove(url);
     }
 
     pub fn relay(&self, url: &RelayUrl) -> Option<RelayReport> {
