@@ -137,6 +137,7 @@ impl Planner {
         let live = s.is_live();
         if live {
             // The live set is reopened by `ensure_live` (after any cooldown).
+            self.live_pending = true;
             for id in std::mem::take(&mut self.live_subs) {
                 if self.subs.remove(&id).is_some() {
                     self.emit(ClientMsg::Close(id));

@@ -111,30 +111,36 @@ impl Planner {
             return;
         }
         self.maybe_rebuild_live();
-        let plan = self.live_plan.clone();
-        for (i, filters) in plan.into_iter().enumerate() {
+        if !self.live_pending {
+            return;
+        }
+        let mut done = true;
+        for i in 0..self.live_plan.len() {
             if let Some(id) = self.live_subs.get(i).cloned() {
                 let Some(sub) = self.subs.get(&id) else { continue };
-                let same = matches!(&sub.kind, SubKind::Live { filters: f, .. } if *f == filters);
-                if !same && self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.clone() }) {
-                    let sub = self.subs.get_mut(&id).expect("present");
-                    // Events of the old filters may still arrive until the new EOSE.
-                    let prev = match std::mem::replace(
-                        &mut sub.kind,
-                        SubKind::Live { filters: Vec::new(), prev: Vec::new(), ready: false },
-                    ) {
-                        SubKind::Live { filters, .. } => filters,
-                        _ => Vec::new(),
-                    };
-                    sub.kind = SubKind::Live { filters, prev, ready: false };
-                    sub.acked = false;
+                if matches!(&sub.kind, SubKind::Live { filters, .. } if *filters == self.live_plan[i]) {
+                    continue;
                 }
+                let filters = self.live_plan[i].clone();
+                if !self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.clone() }) {
+                    continue;
+                }
+                let sub = self.subs.get_mut(&id).expect("present");
+                // Events of the old filters may still arrive until the new EOSE.
+                let blank = SubKind::Live { filters: Vec::new(), prev: Vec::new(), ready: false };
+                let prev = match std::mem::replace(&mut sub.kind, blank) {
+                    SubKind::Live { filters, .. } => filters,
+                    _ => Vec::new(),
+                };
+                sub.kind = SubKind::Live { filters, prev, ready: false };
+                sub.acked = false;
             } else if self.subs.len() < self.mem.budget {
-                match self.open_live(filters) {
+                match self.open_live(self.live_plan[i].clone()) {
                     Some(id) => self.live_subs.push(id),
                     None => break,
                 }
             } else {
+                done = false;
                 break;
             }
         }
@@ -143,6 +149,7 @@ impl Planner {
             self.subs.remove(&id);
             self.emit(ClientMsg::Close(id));
         }
+        self.live_pending = !done;
     }
 
     /// Recomputes the live plan when the target changed, at most once per consolidation
@@ -182,6 +189,7 @@ impl Planner {
             self.report(|r| r.consolidations += 1);
         }
         self.live_plan = reqs;
+        self.live_pending = true;
     }
 
     /// Gives items that joined the target since the last rebuild REQs of their own, in free
@@ -211,7 +219,10 @@ impl Planner {
         let all = n_repos == repos.len() && n_roots == roots.len();
         self.hot_items.extend(repos.into_iter().take(n_repos).map(Item::Repo));
         self.hot_items.extend(roots.into_iter().take(n_roots).map(Item::Root));
-        self.live_plan.extend(reqs);
+        if !reqs.is_empty() {
+            self.live_plan.extend(reqs);
+            self.live_pending = true;
+        }
         all
     }
 
@@ -238,6 +249,7 @@ impl Planner {
         }
         self.live_subs.clear();
         self.live_plan.clear();
+        self.live_pending = true;
         self.live_dirty = true;
         self.live_built_at = None;
         if had_live {

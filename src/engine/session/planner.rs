@@ -132,6 +132,8 @@ pub(crate) struct Planner {
     /// Items named by the hot set (the rest is swept).
     pub(super) hot_items: BTreeSet<Item>,
     pub(super) live_dirty: bool,
+    /// The open live subscriptions may differ from the plan.
+    pub(super) live_pending: bool,
     /// Items left the target since the live set was built (their filters are stale).
     pub(super) live_shrunk: bool,
     pub(super) live_built_at: Option<Instant>,
@@ -185,6 +187,7 @@ impl Planner {
             live_subs: Vec::new(),
             hot_items: BTreeSet::new(),
             live_dirty: true,
+            live_pending: true,
             live_shrunk: false,
             live_built_at: None,
             requested: HashSet::new(),
