@@ -597,7 +597,8 @@ pub(crate) fn decode_confirmed(s: &str) -> Option<HashSet<u64>> {
     (0..s.len() / 16).map(|i| u64::from_str_radix(&s[i * 16..i * 16 + 16], 16).ok()).collect()
 }
 
-/// Ranks root events newest first by their `created_at` in the local store (unknown ones last).
+/// Ranks root events newest first by their `created_at` in the local store; roots the store
+/// does not hold yet count as the newest.
 pub(crate) fn rank_roots(store: &dyn LocalStore, roots: &BTreeSet<Id>) -> Vec<Id> {
     if roots.is_empty() {
         return Vec::new();
@@ -606,7 +607,7 @@ pub(crate) fn rank_roots(store: &dyn LocalStore, roots: &BTreeSet<Id>) -> Vec<Id
     let known: HashMap<Id, u64> =
         store.negentropy_items(&filter).unwrap_or_default().into_iter().map(|(t, id)| (id, t)).collect();
     let mut ranked: Vec<Id> = roots.iter().copied().collect();
-    ranked.sort_by_key(|id| std::cmp::Reverse(known.get(id).copied().unwrap_or(0)));
+    ranked.sort_by_key(|id| std::cmp::Reverse(known.get(id).copied().unwrap_or(u64::MAX)));
     ranked
 }
 
