@@ -93,18 +93,20 @@ fn pack_live(
         debug_assert!(placed, "the broad filters fit any frame");
     }
     let mut covered_repos = 0;
-    let coords: Vec<String> = repos.iter().map(|r| r.to_string()).filter(|c| c.len() <= MAX_TAG_VALUE_BYTES).collect();
-    for block in coords.chunks(chunk) {
-        if !packer.place_all(&with_lengths(tag_filters(['a', 'A', 'q'], block))) {
+    // Values are encoded block by block: only what fits is ever built.
+    for block in repos.chunks(chunk) {
+        let coords: Vec<String> =
+            block.iter().map(|r| r.to_string()).filter(|c| c.len() <= MAX_TAG_VALUE_BYTES).collect();
+        if !coords.is_empty() && !packer.place_all(&with_lengths(tag_filters(['a', 'A', 'q'], &coords))) {
             break;
         }
         covered_repos += block.len();
     }
     packer.slots = slots;
     let mut covered_roots = 0;
-    let ids: Vec<String> = roots.iter().map(hex::encode).collect();
-    for block in ids.chunks(chunk) {
-        if !packer.place_all(&with_lengths(tag_filters(['e', 'E', 'q'], block))) {
+    for block in roots.chunks(chunk) {
+        let ids: Vec<String> = block.iter().map(hex::encode).collect();
+        if !packer.place_all(&with_lengths(tag_filters(['e', 'E', 'q'], &ids))) {
             break;
         }
         covered_roots += block.len();
