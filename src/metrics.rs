@@ -73,6 +73,18 @@ pub struct RelayStatus {
     pub jobs_queued: usize,
     #[serde(default)]
     pub subscriptions_open: usize,
+    /// Items whose history failed in the last round (retried later), paginated walks that may
+    /// have missed events, and why history is incomplete. A relay with any of these is never
+    /// plain "connected".
+    #[serde(default)]
+    pub historic_failed: usize,
+    #[serde(default)]
+    pub truncated: u64,
+    #[serde(default)]
+    pub history_error: Option<String>,
+    /// Events on broad live filters about no repository of ours (dropped, not an offence).
+    #[serde(default)]
+    pub events_unrelated: u64,
     pub last_error: Option<String>,
 }
 
@@ -254,7 +266,7 @@ pub fn render_prometheus(s: &Status) -> String {
     }
 
     type Field = fn(&RelayStatus) -> f64;
-    let per_relay: [(&str, &str, &str, Field); 22] = [
+    let per_relay: [(&str, &str, &str, Field); 25] = [
         ("grasp_sync_bytes_received_total", "counter", "Websocket payload bytes received from the relay.", |r| {
             r.bytes_in as f64
         }),
@@ -344,6 +356,24 @@ pub fn render_prometheus(s: &Status) -> String {
         ("grasp_sync_relay_jobs_queued", "gauge", "Sync work waiting for a subscription slot on the relay.", |r| {
             r.jobs_queued as f64
         }),
+        (
+            "grasp_sync_relay_historic_failed",
+            "gauge",
+            "Items whose history from the relay failed in the last round (retried later).",
+            |r| r.historic_failed as f64,
+        ),
+        (
+            "grasp_sync_relay_historic_truncated",
+            "gauge",
+            "Paginated walks of the current round that may have missed events.",
+            |r| r.truncated as f64,
+        ),
+        (
+            "grasp_sync_relay_events_unrelated_total",
+            "counter",
+            "Events on broad live filters about no repository of ours (dropped).",
+            |r| r.events_unrelated as f64,
+        ),
     ];
     for (name, kind, help, field) in per_relay {
         family(&mut out, name, kind, help);
@@ -466,11 +496,21 @@ pub fn render_table(s: &Status) -> String {
             r.events_stored,
             r.events_rejected,
             format!("{}/{}", r.historic_done, r.historic_total),
-            r.last_error.as_deref().map(|e| truncate(e, 60)).unwrap_or_default()
+            r.history_error.as_deref().or(r.last_error.as_deref()).map(|e| truncate(e, 60)).unwrap_or_default()
         );
     }
     if s.relays.iter().any(|r| r.status == "connected_historic_sync_failures") {
-        let _ = writeln!(out, "connected* = connected, but some historic batches gave up (see last error)");
+        let _ = writeln!(out, "connected* = connected, but history is incomplete (see last error); retried later");
+        for r in s.relays.iter().filter(|r| r.historic_failed > 0 || r.truncated > 0) {
+            let _ = writeln!(
+                out,
+                "  {}: {} items failed, {} truncated walks: {}",
+                r.url,
+                r.historic_failed,
+                r.truncated,
+                r.history_error.as_deref().unwrap_or("")
+            );
+        }
     }
     out
 }

@@ -29,6 +29,10 @@ use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Po
 /// so remote relays keep what we have not asked for yet and memory stays bounded. The loop itself
 /// keeps serving status, reports, the host stream and shutdown meanwhile.
 const OUTBOX_LIMIT: usize = 64;
+/// How often status and metrics are refreshed from the engine.
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// Least time between two copies of the repo index handed to the engine.
+const INDEX_EVERY: Duration = Duration::from_millis(20);
 
 /// Per-relay outcomes of what it sent us.
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,6 +50,7 @@ pub(super) struct EventLoop {
     index: RepoSyncIndex,
     index_dirty: bool,
     index_tx: Option<watch::Sender<RepoSyncIndex>>,
+    index_sent: tokio::time::Instant,
     rejected: Arc<Mutex<RejectedIndex>>,
     store: Arc<HostStore>,
     ingest: IngestHandle,
@@ -81,6 +86,7 @@ impl EventLoop {
             index: built.index,
             index_dirty: false,
             index_tx: Some(index_tx),
+            index_sent: tokio::time::Instant::now(),
             rejected,
             store,
             ingest,
@@ -102,8 +108,12 @@ impl EventLoop {
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Status and metrics follow the engine within a tick; the index reaches the engine as
+        // soon as it changes (at most one copy per `INDEX_EVERY`).
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_save = tokio::time::Instant::now();
+        let mut last_expire = tokio::time::Instant::now();
         let ingest = self.ingest.clone();
         self.refresh_metrics();
         loop {
@@ -115,7 +125,13 @@ impl EventLoop {
                 Some(r) = reports.recv() => self.on_report(r),
                 Some(ev) = stream.recv() => self.on_stream(ev),
                 _ = tick.tick() => {
-                    self.on_tick();
+                    self.publish_index();
+                    self.track_relays();
+                    self.refresh_metrics();
+                    if last_expire.elapsed() >= Duration::from_secs(1) {
+                        last_expire = tokio::time::Instant::now();
+                        self.on_tick();
+                    }
                     if last_save.elapsed() >= SAVE_EVERY {
                         last_save = tokio::time::Instant::now();
                         if let Err(e) = self.save_state(Vec::new(), false) {
@@ -124,6 +140,22 @@ impl EventLoop {
                     }
                 }
             }
+            if self.index_dirty && self.index_sent.elapsed() >= INDEX_EVERY {
+                self.publish_index();
+            }
+        }
+    }
+
+    /// Hands the repo index to the engine when it changed: new repositories and root events
+    /// become sync targets as soon as the daemon accepts them.
+    fn publish_index(&mut self) {
+        if !self.index_dirty {
+            return;
+        }
+        self.index_dirty = false;
+        self.index_sent = tokio::time::Instant::now();
+        if let Some(tx) = &self.index_tx {
+            tx.send_replace(self.index.clone());
         }
     }
 
@@ -247,19 +279,15 @@ impl EventLoop {
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");
         }
-        if self.index_dirty {
-            self.index_dirty = false;
-            if let Some(tx) = &self.index_tx {
-                tx.send_replace(self.index.clone());
-            }
-        }
-        self.track_relays();
-        self.refresh_metrics();
     }
 
-    /// Keeps what the engine says to persist for each relay, and logs each status change.
+    /// Keeps what the engine says to persist for each relay (relays it no longer reports are
+    /// forgotten), and logs each status change.
     fn track_relays(&mut self) {
-        for (url, report) in self.engine.relays() {
+        let reports = self.engine.relays();
+        self.relays.retain(|url, _| reports.keys().any(|u| u.as_str() == url));
+        self.last_status.retain(|url, _| reports.keys().any(|u| u.as_str() == url));
+        for (url, report) in reports {
             let now_status = report.status.as_str();
             let before = self.last_status.insert(url.to_string(), now_status);
             if before != Some(now_status) {
@@ -273,7 +301,7 @@ impl EventLoop {
                     "relay status"
                 );
             }
-            self.relays.insert(url.to_string(), report.persisted);
+            self.relays.insert(url.to_string(), report.persisted.clone());
         }
     }
 
@@ -359,6 +387,10 @@ impl EventLoop {
                 m.historic_timeouts = r.historic_timeouts;
                 m.jobs_queued = r.jobs_queued;
                 m.subscriptions_open = r.subscriptions_open;
+                m.historic_failed = r.historic_failed;
+                m.truncated = r.truncated;
+                m.history_error = r.history_error.clone();
+                m.events_unrelated = r.events_unrelated;
                 m.last_error = r.last_error.clone();
             });
         }

@@ -155,6 +155,8 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     if let Some(saved) = &ctx.persisted {
         mem.state = RelayState::restore(saved);
         mem.restored = saved.confirmed.as_deref().and_then(session::planner::decode_confirmed);
+        // Until the planner publishes its own, what was saved stays what is saved.
+        ctx.status.update(&ctx.url, |r| r.persisted = saved.clone());
     }
     let counters = Arc::new(WireCounters::default());
     let mut failures: u32 = 0;
