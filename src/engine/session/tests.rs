@@ -192,15 +192,12 @@ proptest! {
 
 #[test]
 fn live_coverage_is_bounded_whatever_the_target_size() {
-    let mut target = RelayTarget::default();
-    target.repos = (0..2_000).map(coord).collect();
-    target.root_events = (0..30_000u32)
-        .map(|i| {
-            let mut id = [7u8; 32];
-            id[..4].copy_from_slice(&i.to_be_bytes());
-            id
-        })
-        .collect();
+    let roots = (0..30_000u32).map(|i| {
+        let mut id = [7u8; 32];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        id
+    });
+    let target = RelayTarget { repos: (0..2_000).map(coord).collect(), root_events: roots.collect() };
     let (mut p, _) = planner(15, settings());
     p.start(ConnectStrategy::FreshStart, &target, Instant::now()).unwrap();
     let sent: Vec<ClientMsg> =
