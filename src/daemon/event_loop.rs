@@ -32,7 +32,7 @@ const OUTBOX_LIMIT: usize = 64;
 /// How often status and metrics are refreshed from the engine.
 const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// Least time between two copies of the repo index handed to the engine.
-const INDEX_EVERY: Duration = Duration::from_millis(20);
+const INDEX_EVERY: Duration = Duration::from_millis(50);
 
 /// Per-relay outcomes of what it sent us.
 #[derive(Debug, Default, Clone, Copy)]

@@ -459,6 +459,10 @@ impl Planner {
             return;
         }
         self.syncing = false;
+        if self.batches.is_empty() {
+            // Ids asked for in this round arrived or failed with their batch: forget them.
+            self.requested = HashSet::new();
+        }
         let status = if !self.mem.failed.is_empty() {
             RelayStatus::ConnectedHistoricSyncFailures
         } else {

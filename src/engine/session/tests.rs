@@ -301,3 +301,43 @@ fn a_daily_restart_ends_the_session_on_its_deadline() {
     p.start(ConnectStrategy::FreshStart, &target, Instant::now()).unwrap();
     assert!(matches!(p.on_tick(Instant::now()), Err(SessionEnd::Daily)));
 }
+
+#[test]
+fn a_restart_with_saved_confirmed_items_catches_every_layer_up_from_the_disconnect() {
+    let (target, _) = world(3, 250);
+    let mut confirmed = target_items(&target);
+    confirmed.remove(&Item::Root(root_id(249)));
+    let saved = super::planner::encode_confirmed(&confirmed);
+    assert_eq!(saved.len(), 16 * confirmed.len(), "16 hex digits per item");
+    let (mut p, status) = planner(15, settings());
+    p.mem.restored = super::planner::decode_confirmed(&saved);
+    p.start(ConnectStrategy::QuickReconnect { since: 5_000 }, &target, Instant::now()).unwrap();
+    let mut relay = ModelRelay { events: Vec::new(), poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
+    let mut since = Vec::new();
+    let mut inbox = VecDeque::new();
+    for _ in 0..10_000 {
+        for a in p.take_actions() {
+            if let Action::Send(m) = a {
+                if let ClientMsg::Req { filters, .. } = &m {
+                    if filters.iter().all(|f| f.limit != Some(0)) {
+                        since.push((filters[0].since, filters[0].tags.values().flatten().cloned().collect::<Vec<_>>()));
+                    }
+                }
+                relay.answer(&m, &mut inbox);
+            }
+        }
+        let Some(msg) = inbox.pop_front() else { break };
+        p.on_msg(msg, Instant::now()).unwrap();
+    }
+    let missing = hex::encode(root_id(249));
+    for (s, values) in &since {
+        if values.contains(&missing) {
+            assert_eq!(*s, None, "an item not confirmed before the restart gets its whole history");
+        } else {
+            assert_eq!(*s, Some(5_000), "confirmed items (every layer) catch up from the disconnect");
+        }
+    }
+    assert!(since.iter().any(|(_, v)| v.is_empty()), "announcements too");
+    assert_eq!(p.mem.confirmed, target_items(&target));
+    assert_eq!(status.relay(&p.ctx.url).unwrap().quick_reconnects, 1);
+}
