@@ -51,6 +51,10 @@ pub(super) struct EventLoop {
     index_dirty: bool,
     index_tx: Option<watch::Sender<RepoSyncIndex>>,
     index_sent: tokio::time::Instant,
+    /// Bumped on every index handed to the engine; `wanted` was counted for this version.
+    index_version: u64,
+    wanted: HashMap<String, (usize, usize)>,
+    wanted_for: (u64, usize),
     rejected: Arc<Mutex<RejectedIndex>>,
     store: Arc<HostStore>,
     ingest: IngestHandle,
@@ -87,6 +91,9 @@ impl EventLoop {
             index_dirty: false,
             index_tx: Some(index_tx),
             index_sent: tokio::time::Instant::now(),
+            index_version: 0,
+            wanted: HashMap::new(),
+            wanted_for: (u64::MAX, 0),
             rejected,
             store,
             ingest,
@@ -126,8 +133,9 @@ impl EventLoop {
                 Some(ev) = stream.recv() => self.on_stream(ev),
                 _ = tick.tick() => {
                     self.publish_index();
-                    self.track_relays();
-                    self.refresh_metrics();
+                    let reports = self.engine.relays();
+                    self.track_relays(&reports);
+                    self.refresh_metrics_with(&reports);
                     if last_expire.elapsed() >= Duration::from_secs(1) {
                         last_expire = tokio::time::Instant::now();
                         self.on_tick();
@@ -154,6 +162,7 @@ impl EventLoop {
         }
         self.index_dirty = false;
         self.index_sent = tokio::time::Instant::now();
+        self.index_version += 1;
         if let Some(tx) = &self.index_tx {
             tx.send_replace(self.index.clone());
         }
@@ -281,11 +290,8 @@ impl EventLoop {
         }
     }
 
-    /// Keeps what the engine says to persist for each relay (relays it no longer reports are
-    /// forgotten), and logs each status change.
-    fn track_relays(&mut self) {
-        let reports = self.engine.relays();
-        self.relays.retain(|url, _| reports.keys().any(|u| u.as_str() == url));
+    /// Logs each relay status change.
+    fn track_relays(&mut self, reports: &BTreeMap<RelayUrl, crate::engine::RelayReport>) {
         self.last_status.retain(|url, _| reports.keys().any(|u| u.as_str() == url));
         for (url, report) in reports {
             let now_status = report.status.as_str();
@@ -301,12 +307,25 @@ impl EventLoop {
                     "relay status"
                 );
             }
-            self.relays.insert(url.to_string(), report.persisted.clone());
         }
     }
 
-    fn refresh_metrics(&self) {
+    /// What the engine says to persist for each relay it runs (relays it no longer runs are
+    /// forgotten; before it has started them, what was saved is kept).
+    fn collect_persisted(&mut self) {
+        let persisted = self.engine.persisted();
+        if persisted.is_empty() {
+            return;
+        }
+        self.relays = persisted.into_iter().map(|(url, p)| (url.to_string(), p)).collect();
+    }
+
+    fn refresh_metrics(&mut self) {
         let reports = self.engine.relays();
+        self.refresh_metrics_with(&reports);
+    }
+
+    fn refresh_metrics_with(&mut self, reports: &BTreeMap<RelayUrl, crate::engine::RelayReport>) {
         let refusals = self.engine.refusals();
         let sample: Vec<RefusedRelay> = self
             .engine
@@ -342,17 +361,22 @@ impl EventLoop {
             s.events_pending_retry = held;
             s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
         });
-        // What each relay is synced for, from the index itself.
-        let mut wanted: HashMap<&str, (usize, usize)> = HashMap::new();
-        for (_, entry) in self.index.repos() {
-            // Only relays with a task: a flood of listed relays costs no map entries here.
-            for relay in entry.relays.iter().filter(|r| reports.contains_key(*r)) {
-                let w = wanted.entry(relay.as_str()).or_default();
-                w.0 += 1;
-                w.1 += entry.root_events.len();
+        // What each relay is synced for, from the index itself (recounted when either changes).
+        let relays_now = reports.len();
+        if self.wanted_for != (self.index_version, relays_now) {
+            self.wanted_for = (self.index_version, relays_now);
+            self.wanted.clear();
+            for (_, entry) in self.index.repos() {
+                // Only relays with a task: a flood of listed relays costs no map entries here.
+                for relay in entry.relays.iter().filter(|r| reports.contains_key(*r)) {
+                    let w = self.wanted.entry(relay.to_string()).or_default();
+                    w.0 += 1;
+                    w.1 += entry.root_events.len();
+                }
             }
         }
-        for (url, r) in &reports {
+        let wanted = &self.wanted;
+        for (url, r) in reports {
             let c = self.counters.get(url.as_str()).copied().unwrap_or_default();
             let (repos, roots) = wanted.get(url.as_str()).copied().unwrap_or_default();
             self.metrics.relay(url.as_str(), |m| {
@@ -406,13 +430,16 @@ impl EventLoop {
     /// `quick_reconnect_secs` resumes them quickly. Periodic saves leave them as connected: after a
     /// crash (events in flight may be lost) the engine starts them fresh.
     pub(super) fn save_state(&mut self, unsent: Vec<Note>, stopping: bool) -> Result<(), state::StateError> {
-        self.track_relays();
+        self.collect_persisted();
         let t = now();
         let mut relays = self.relays.clone();
         if stopping {
             for r in relays.values_mut() {
-                if r.disconnected_at.is_none() && r.last_connected.is_some() {
-                    r.disconnected_at = Some(t);
+                // Still connected: its last disconnect is older than its last connect.
+                if let Some(up) = r.last_connected {
+                    if r.disconnected_at.is_none_or(|down| down < up) {
+                        r.disconnected_at = Some(t);
+                    }
                 }
             }
         }

@@ -156,7 +156,10 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         mem.state = RelayState::restore(saved);
         mem.restored = saved.confirmed.as_deref().and_then(session::planner::decode_confirmed);
         // Until the planner publishes its own, what was saved stays what is saved.
-        ctx.status.update(&ctx.url, |r| r.persisted = saved.clone());
+        ctx.status.update(&ctx.url, |r| r.persisted = RelayState::restore(saved).persisted());
+        if let Some(c) = &saved.confirmed {
+            ctx.status.set_confirmed(&ctx.url, c.as_str().into());
+        }
     }
     let counters = Arc::new(WireCounters::default());
     let mut failures: u32 = 0;

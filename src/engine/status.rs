@@ -169,7 +169,8 @@ pub struct RelayReport {
     /// Websocket payload bytes, all connections of this relay so far.
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// What the daemon should write to the state dir for this relay.
+    /// What the daemon should write to the state dir for this relay (its confirmed items, which
+    /// may be large, are kept apart: [`SyncStatus::persisted`]).
     pub persisted: PersistedRelay,
     pub last_error: Option<String>,
 }
@@ -196,6 +197,8 @@ pub struct SyncStatus {
 #[derive(Debug, Default)]
 struct StatusInner {
     relays: BTreeMap<RelayUrl, RelayReport>,
+    /// Confirmed items per relay in their saved form (read only when the state is saved).
+    confirmed: BTreeMap<RelayUrl, Arc<str>>,
     /// From the latest target choice only: bounded however many relays are listed.
     refusals: RefusalSummary,
 }
@@ -221,7 +224,28 @@ impl SyncStatus {
 
     /// Forgets a relay's report (it is no longer a target and its task has ended).
     pub fn remove(&self, url: &RelayUrl) {
-        self.inner.lock().expect("status lock").relays.remove(url);
+        let mut inner = self.inner.lock().expect("status lock");
+        inner.relays.remove(url);
+        inner.confirmed.remove(url);
+    }
+
+    /// Records a relay's confirmed items in their saved form.
+    pub fn set_confirmed(&self, url: &RelayUrl, confirmed: Arc<str>) {
+        self.inner.lock().expect("status lock").confirmed.insert(url.clone(), confirmed);
+    }
+
+    /// What to save for every relay: its persisted fields and confirmed items.
+    pub fn persisted(&self) -> BTreeMap<RelayUrl, PersistedRelay> {
+        let inner = self.inner.lock().expect("status lock");
+        inner
+            .relays
+            .iter()
+            .map(|(url, r)| {
+                let mut p = r.persisted.clone();
+                p.confirmed = inner.confirmed.get(url).map(|c| c.to_string());
+                (url.clone(), p)
+            })
+            .collect()
     }
 
     pub fn relay(&self, url: &RelayUrl) -> Option<RelayReport> {

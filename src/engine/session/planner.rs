@@ -449,9 +449,9 @@ impl Planner {
     pub(super) fn publish_persisted(&mut self) {
         self.persist_dirty = false;
         self.persist_at = self.now;
-        let mut persisted = self.mem.state.persisted();
-        persisted.confirmed = Some(encode_confirmed(&self.mem.confirmed));
+        let persisted = self.mem.state.persisted();
         self.report(|r| r.persisted = persisted);
+        self.ctx.status.set_confirmed(&self.ctx.url, encode_confirmed(&self.mem.confirmed).into());
     }
 
     fn maybe_finish(&mut self) {
