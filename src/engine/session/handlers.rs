@@ -144,6 +144,8 @@ impl Planner {
                 }
             }
             if signal != Signal::SubscriptionOverflow {
+                // Reopened after a pause, not at once: the relay may close it again.
+                self.live_hold_until = Some(self.now + self.ctx.settings.rate_limit_cooldown);
                 self.catch_up_live_gap();
             }
         }

@@ -107,7 +107,7 @@ impl Planner {
     /// Brings the live subscriptions to the live plan, within the budget. A REQ whose filters
     /// change is sent again under the same id: the relay replaces it, no slot is needed.
     pub(super) fn ensure_live(&mut self) {
-        if self.in_cooldown() {
+        if self.in_cooldown() || self.live_hold_until.is_some_and(|t| self.now < t) {
             return;
         }
         self.maybe_rebuild_live();
@@ -260,6 +260,12 @@ impl Planner {
 
     /// A live subscription was lost: a catch-up of the confirmed items since the last sweep.
     pub(super) fn catch_up_live_gap(&mut self) {
+        // At most one per consolidation interval: a relay that keeps closing live
+        // subscriptions cannot make us re-sync in a loop.
+        if self.last_catch_up.is_some_and(|t| self.now < t + self.ctx.settings.consolidation_interval) {
+            return;
+        }
+        self.last_catch_up = Some(self.now);
         let since = self.last_sweep_unix.saturating_sub(self.ctx.settings.catchup_margin.as_secs());
         let items: Vec<Item> = self.mem.confirmed.iter().cloned().collect();
         self.start_items(items, Some(since), true);

@@ -134,6 +134,10 @@ pub(crate) struct Planner {
     pub(super) live_dirty: bool,
     /// The open live subscriptions may differ from the plan.
     pub(super) live_pending: bool,
+    /// The relay closed a live subscription: none is reopened before this.
+    pub(super) live_hold_until: Option<Instant>,
+    /// The last catch-up after a live subscription was lost.
+    pub(super) last_catch_up: Option<Instant>,
     /// Items left the target since the live set was built (their filters are stale).
     pub(super) live_shrunk: bool,
     pub(super) live_built_at: Option<Instant>,
@@ -188,6 +192,8 @@ impl Planner {
             hot_items: BTreeSet::new(),
             live_dirty: true,
             live_pending: true,
+            live_hold_until: None,
+            last_catch_up: None,
             live_shrunk: false,
             live_built_at: None,
             requested: HashSet::new(),

@@ -341,3 +341,27 @@ fn a_restart_with_saved_confirmed_items_catches_every_layer_up_from_the_disconne
     assert_eq!(p.mem.confirmed, target_items(&target));
     assert_eq!(status.relay(&p.ctx.url).unwrap().quick_reconnects, 1);
 }
+
+#[test]
+fn a_relay_that_keeps_closing_live_subscriptions_gets_them_back_only_after_a_pause() {
+    let (target, _) = world(2, 2);
+    let (mut p, _) = planner(15, settings());
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    p.take_actions();
+    let mut reopened = 0;
+    for i in 0..50 {
+        let now = t0 + Duration::from_millis(10 * i);
+        for id in p.live_subs.clone() {
+            p.on_msg(RelayMsg::Closed { sub: id, reason: "auth-required: sign in".into() }, now).unwrap();
+        }
+        reopened += p
+            .take_actions()
+            .iter()
+            .filter(|a| matches!(a, Action::Send(ClientMsg::Req { filters, .. }) if filters.iter().all(|f| f.limit == Some(0))))
+            .count();
+    }
+    assert_eq!(reopened, 0, "no REQ/CLOSED loop within the pause");
+    p.on_tick(t0 + Duration::from_secs(70)).unwrap();
+    assert_eq!(p.live_subs.len(), p.live_plan.len(), "live coverage comes back after the pause");
+}
