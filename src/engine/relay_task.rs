@@ -154,7 +154,7 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     let mut mem = RelayMemory::new(s.max_subscriptions);
     if let Some(saved) = &ctx.persisted {
         mem.state = RelayState::restore(saved);
-        mem.restored = saved.confirmed.as_deref().and_then(session::planner::decode_confirmed);
+        mem.restored = saved.confirmed.as_deref().and_then(session::items::decode_confirmed);
         // Until the planner publishes its own, what was saved stays what is saved.
         ctx.status.update(&ctx.url, |r| r.persisted = RelayState::restore(saved).persisted());
         if let Some(c) = &saved.confirmed {

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use super::items::{rank_roots, req_limits};
 use super::live::{self, extra_reqs, live_reqs};
-use super::planner::{rank_roots, req_limits, Job, JobKind, Planner, Sub, SubKind};
+use super::planner::{Job, JobKind, Planner, Sub, SubKind};
 use crate::engine::relay_task::Item;
 use crate::remote::conn::MAX_NEG_FRAME;
 use crate::remote::negentropy::{frame_limit_for, NegSession};

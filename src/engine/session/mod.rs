@@ -5,6 +5,7 @@
 
 mod guard;
 mod handlers;
+pub(crate) mod items;
 mod jobs;
 pub(crate) mod live;
 pub(crate) mod planner;

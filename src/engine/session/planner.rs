@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::engine::layers::{self, ReqLimits};
+use crate::engine::layers;
 use crate::engine::lifecycle::ConnectStrategy;
 use crate::engine::relay_task::{target_items, Item, RelayMemory, RelayTarget};
 use crate::engine::status::{HealthStatus, RelayReport, RelayStatus, SyncSettings, SyncStatus};
@@ -23,6 +23,7 @@ use crate::remote::negentropy::NegSession;
 use crate::remote::paginate::Paginator;
 use crate::remote::{ClientMsg, Filter, WireCounters};
 
+use super::items::{encode_confirmed, item_digest, item_filters};
 use super::live::{self, Relevance};
 use super::SessionEnd;
 
@@ -551,77 +552,4 @@ impl Planner {
             r.last_error = Some(why.to_string());
         });
     }
-}
-
-/// Filters of one layer chunk (L1 announcements, L2 repo-tagged, L3 root-tagged).
-pub(crate) fn item_filters(items: &[Item], chunk: usize) -> Vec<Filter> {
-    let mut out = Vec::new();
-    let mut repos = BTreeSet::new();
-    let mut roots = BTreeSet::new();
-    for item in items {
-        match item {
-            Item::Announcements => out.extend(layers::l1_filters()),
-            Item::Repo(c) => {
-                repos.insert(c.clone());
-            }
-            Item::Root(id) => {
-                roots.insert(*id);
-            }
-        }
-    }
-    let l2 = layers::l2_filters(&repos, chunk);
-    if !l2.unfilterable.is_empty() {
-        tracing::warn!(count = l2.unfilterable.len(), "repository coordinates too long to filter on");
-    }
-    out.extend(l2.filters);
-    out.extend(layers::l3_filters(&roots, chunk));
-    out
-}
-
-/// A compact, stable 64-bit name of an item for the state file.
-pub(crate) fn item_digest(item: &Item) -> u64 {
-    use sha2::Digest;
-    match item {
-        Item::Announcements => 0,
-        Item::Repo(c) => {
-            let h = sha2::Sha256::digest(format!("repo:{c}").as_bytes());
-            u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
-        }
-        Item::Root(id) => u64::from_be_bytes(id[..8].try_into().expect("8 bytes")),
-    }
-}
-
-/// Confirmed items as sorted 16-hex-digit digests, concatenated.
-pub(crate) fn encode_confirmed(items: &BTreeSet<Item>) -> String {
-    let mut d: Vec<u64> = items.iter().map(item_digest).collect();
-    d.sort_unstable();
-    d.dedup();
-    d.iter().map(|x| format!("{x:016x}")).collect()
-}
-
-/// Reads [`encode_confirmed`] back; anything unreadable yields nothing (a fresh start then).
-pub(crate) fn decode_confirmed(s: &str) -> Option<HashSet<u64>> {
-    if s.len() % 16 != 0 || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len() / 16).map(|i| u64::from_str_radix(&s[i * 16..i * 16 + 16], 16).ok()).collect()
-}
-
-/// Ranks root events newest first by their `created_at` in the local store; roots the store
-/// does not hold yet count as the newest.
-pub(crate) fn rank_roots(store: &dyn LocalStore, roots: &BTreeSet<Id>) -> Vec<Id> {
-    if roots.is_empty() {
-        return Vec::new();
-    }
-    let filter = Filter { ids: roots.iter().map(hex::encode).collect(), ..Default::default() };
-    let known: HashMap<Id, u64> =
-        store.negentropy_items(&filter).unwrap_or_default().into_iter().map(|(t, id)| (id, t)).collect();
-    let mut ranked: Vec<Id> = roots.iter().copied().collect();
-    ranked.sort_by_key(|id| std::cmp::Reverse(known.get(id).copied().unwrap_or(u64::MAX)));
-    ranked
-}
-
-/// REQ limits of this planner.
-pub(crate) fn req_limits(frame: usize) -> ReqLimits {
-    ReqLimits { max_frame_bytes: frame, ..ReqLimits::default() }
 }

@@ -307,10 +307,10 @@ fn a_restart_with_saved_confirmed_items_catches_every_layer_up_from_the_disconne
     let (target, _) = world(3, 250);
     let mut confirmed = target_items(&target);
     confirmed.remove(&Item::Root(root_id(249)));
-    let saved = super::planner::encode_confirmed(&confirmed);
+    let saved = super::items::encode_confirmed(&confirmed);
     assert_eq!(saved.len(), 16 * confirmed.len(), "16 hex digits per item");
     let (mut p, status) = planner(15, settings());
-    p.mem.restored = super::planner::decode_confirmed(&saved);
+    p.mem.restored = super::items::decode_confirmed(&saved);
     p.start(ConnectStrategy::QuickReconnect { since: 5_000 }, &target, Instant::now()).unwrap();
     let mut relay = ModelRelay { events: Vec::new(), poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
     let mut since = Vec::new();
