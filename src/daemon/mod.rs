@@ -165,6 +165,8 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         t.abort();
     }
     server.abort();
+    // The listener is closed once the task is gone: a restart can bind the same address.
+    let _ = server.await;
     event_loop.save_state(unsent, true)?;
     tracing::info!("stopped");
     Ok(())
