@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use grasp_sync::engine::build::{build, MemorySource};
-use grasp_sync::engine::flood::{flood, FloodSpec};
 use grasp_sync::engine::{derive_relay_targets, summarize_refusals, RepoSyncIndex, TargetRules};
 use grasp_sync::policy::{AcceptedSet, Facts, Policy, RelayUrl};
+use grasp_sync::testkit::flood::{flood, FloodSpec};
 
 /// Counts live heap bytes and their peak.
 struct Counting;

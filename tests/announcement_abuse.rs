@@ -13,9 +13,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use grasp_sync::engine::build::{build, MemorySource};
-use grasp_sync::engine::flood::{flood, Class, FloodAnnouncement, FloodSpec};
 use grasp_sync::engine::{MemoryStore, RepoSyncIndex};
 use grasp_sync::policy::{AcceptedSet, Facts, IgnoredRelays, Policy, RelayUrl, RepoCoord};
+use grasp_sync::testkit::flood::{flood, Class, FloodAnnouncement, FloodSpec};
 use sync_support::{engine_config, eventually, fast_settings, Harness, PUBKEY};
 
 const S: &str = "wss://grasp.example.com";
@@ -198,7 +198,7 @@ async fn flood_with_a_small_limit_dials_at_most_that_many() {
 /// recording double.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reports_the_flood_overflow_by_reason_on_status_and_metrics() {
-    use grasp_sync::host::lmdb::generate::Generator;
+    use grasp_sync::testkit::generate::Generator;
     use support::daemon::{start_daemon_with, status_until, stop_daemon};
     use sync_support::{TestDialer, TestRelay};
 

@@ -6,7 +6,6 @@
 pub mod build;
 pub mod coordinator;
 pub mod diff;
-pub mod flood;
 pub mod index;
 pub mod layers;
 pub mod lifecycle;

@@ -10,10 +10,9 @@
 //! another lock format cannot share an environment with strfry.
 
 pub mod follow;
-pub mod generate;
 pub mod layout;
 mod mapping;
-mod payload;
+pub(crate) mod payload;
 mod query;
 pub mod source;
 
