@@ -70,8 +70,18 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let (db, built, last_lev) = match &cfg.host.strfry_db {
         Some(path) => {
             let lmdb_err = |e: &dyn std::fmt::Display| StartError::Lmdb { path: path.clone(), error: e.to_string() };
-            let db = Arc::new(StrfryDb::open(path).map_err(|e| lmdb_err(&e))?);
-            let (built, last_lev, took) = load_index(&db, &policy).map_err(|e| lmdb_err(&e))?;
+            let opened = StrfryDb::open(path)
+                .map_err(|e| lmdb_err(&e))
+                .and_then(|db| load_index(&db, &policy).map(|loaded| (db, loaded)).map_err(|e| lmdb_err(&e)));
+            let (db, (built, last_lev, took)) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    server.abort();
+                    let _ = server.await;
+                    return Err(e);
+                }
+            };
+            let db = Arc::new(db);
             tracing::info!(
                 repos = built.index.len(),
                 roots = built.index.root_count(),
@@ -85,6 +95,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
             Some(built) => (None, built, 0),
             None => {
                 server.abort();
+                let _ = server.await;
                 tracing::info!("stopped before the host answered");
                 return Ok(());
             }
@@ -159,11 +170,17 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         _ => Vec::new(),
     };
     unsent.extend(event_loop.take_outbox());
+    // Aborted tasks are awaited: only then are their sockets (the metrics listener above all) and
+    // strfry's database handle released, so a daemon started right after this one returns can bind
+    // the same address.
     stream_task.abort();
+    let _ = stream_task.await;
     if let Some(t) = follow_task {
         t.abort();
+        let _ = t.await;
     }
     server.abort();
+    let _ = server.await;
     event_loop.save_state(unsent, true)?;
     tracing::info!("stopped");
     Ok(())

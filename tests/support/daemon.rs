@@ -52,9 +52,17 @@ pub fn start_daemon(config: &str) -> Running {
 pub fn start_daemon_with(config: &str, dialer: Arc<dyn Dialer>) -> Running {
     let cfg = Config::from_toml(config).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(grasp_sync::daemon::run(cfg, dialer, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(async move {
+        let ran = grasp_sync::daemon::run(cfg, dialer, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        // A daemon that could not start would otherwise show only as a later timeout.
+        if let Err(e) = &ran {
+            eprintln!("daemon stopped with an error: {e}");
+        }
+        ran
+    });
     Running { stop, task }
 }
 
