@@ -11,19 +11,13 @@ use grasp_sync::metrics::{fetch_status, Status};
 use grasp_sync::policy::Note;
 use grasp_sync::remote::dial::NetDialer;
 use grasp_sync::remote::Dialer;
-use nostr_relay_builder::prelude::{EventBuilder, JsonUtil, Keys, Kind, Tag, Timestamp};
+use nostr_relay_builder::prelude::Keys;
 use tokio::sync::oneshot;
 
 use super::strfry::query_all;
 
 pub fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: u64) -> Note {
-    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
-    let ev = EventBuilder::new(Kind::from(kind), content)
-        .tags(tags)
-        .custom_created_at(Timestamp::from(at))
-        .sign_with_keys(keys)
-        .unwrap();
-    serde_json::from_str(&ev.as_json()).unwrap()
+    serde_json::from_value(super::strfry::event(keys, kind, tags, content, at)).unwrap()
 }
 
 pub fn t(a: &str, b: &str) -> Vec<String> {
