@@ -199,7 +199,7 @@ async fn flood_with_a_small_limit_dials_at_most_that_many() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_reports_the_flood_overflow_by_reason_on_status_and_metrics() {
     use grasp_sync::testkit::generate::Generator;
-    use support::daemon::{start_daemon_with, status_until, stop_daemon};
+    use support::daemon::{start_daemon_with, status_within, stop_daemon};
     use sync_support::{TestDialer, TestRelay};
 
     const MAX: usize = 300;
@@ -223,7 +223,9 @@ async fn daemon_reports_the_flood_overflow_by_reason_on_status_and_metrics() {
     let dialer = Arc::new(TestDialer::default());
     let daemon = start_daemon_with(&config, dialer.clone());
 
-    let status = status_until(metrics, "relay targets chosen and tracked", |s| {
+    // The index build reads 10,000 announcements of 100 relay values each: minutes in a debug build
+    // on a busy machine.
+    let status = status_within(metrics, "relay targets chosen and tracked", 240, |s| {
         s.repos == 10_000 && s.relay_targets == MAX && s.relays.len() == MAX
     })
     .await;

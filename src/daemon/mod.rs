@@ -70,9 +70,17 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let (db, built, last_lev) = match &cfg.host.strfry_db {
         Some(path) => {
             let lmdb_err = |e: &dyn std::fmt::Display| StartError::Lmdb { path: path.clone(), error: e.to_string() };
-            let opened = StrfryDb::open(path)
-                .map_err(|e| lmdb_err(&e))
-                .and_then(|db| load_index(&db, &policy).map(|loaded| (db, loaded)).map_err(|e| lmdb_err(&e)));
+            // Reading a large database takes seconds: off the async workers, so status is served
+            // meanwhile.
+            let (open_path, open_policy) = (path.clone(), policy.clone());
+            let opened = tokio::task::spawn_blocking(move || {
+                let db = StrfryDb::open(&open_path).map_err(|e| e.to_string())?;
+                let loaded = load_index(&db, &open_policy).map_err(|e| e.to_string())?;
+                Ok::<_, String>((db, loaded))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("index build stopped: {e}")))
+            .map_err(|e| lmdb_err(&e));
             let (db, (built, last_lev, took)) = match opened {
                 Ok(x) => x,
                 Err(e) => {

@@ -87,7 +87,13 @@ pub async fn until_host_holds(url: &str, want: &[&Note], secs: u64) {
 
 /// Polls `/status` until `cond` holds.
 pub async fn status_until(addr: SocketAddr, what: &str, cond: impl Fn(&Status) -> bool) -> Status {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    status_within(addr, what, 30, cond).await
+}
+
+/// [`status_until`] with a deadline of `secs` seconds, for steps whose work grows with the data
+/// (an index build over a large database in a debug build).
+pub async fn status_within(addr: SocketAddr, what: &str, secs: u64, cond: impl Fn(&Status) -> bool) -> Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut last = None;
     loop {
         if let Ok(s) = fetch_status(addr).await {
