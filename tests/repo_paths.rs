@@ -16,13 +16,46 @@ const SKIPPED_DIRS: &[&str] = &["tests/fixtures"];
 /// directory, a mount), never to what a clone of the repository carries.
 const MACHINE_ROOTS: &[&str] = &["work", "root", "home", "Users", "mnt", "media", "opt", "srv", "data"];
 
-/// Where a line leaves the repository, if it does.
-fn escape_in_line(line: &str, is_shell: bool) -> Option<String> {
+/// Whether `rel`, a relative path written in a file, leaves the repository when resolved from
+/// `base` (a folder inside the repository, relative to its root).
+fn leaves_repo(base: &Path, rel: &str) -> bool {
+    let mut depth: Vec<&str> = base.iter().filter_map(|c| c.to_str()).collect();
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if depth.pop().is_none() {
+                    return true;
+                }
+            }
+            p => depth.push(p),
+        }
+    }
+    false
+}
+
+/// Where a line leaves the repository, if it does. `dir` is the folder of the file, relative to
+/// the repository root: a `#[path]` attribute resolves from it; any other relative path resolves
+/// from the root (where tests, examples and scripts run).
+fn escape_in_line(line: &str, dir: &Path, is_shell: bool) -> Option<String> {
     // A script's own way to its repository root stays inside it.
     let line = if is_shell { line.replace("\"$(dirname \"$0\")/..\"", "ROOT") } else { line.to_string() };
-    for needle in ["../", "/..\"", "/..'", "\"..\"", "'..'", "$HOME", "~/", "shared/fixtures"] {
+    for needle in ["$HOME", "~/", "shared/fixtures"] {
         if line.contains(needle) {
             return Some(format!("`{needle}` leaves the repository"));
+        }
+    }
+    // A module's `#[path]` and a manifest's `path =` resolve from the file's own folder.
+    let trimmed = line.trim_start();
+    let from_dir = trimmed.starts_with("#[path") || trimmed.contains("path = \"");
+    let base = if from_dir { dir } else { Path::new("") };
+    // In code, paths are string literals (`..` alone is Rust syntax); in scripts, any word.
+    let quoted: Vec<&str> = if is_shell { vec![line.as_str()] } else { line.split('"').skip(1).step_by(2).collect() };
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
+    for token in quoted.iter().flat_map(|q| q.split(|c: char| !is_path_char(c))) {
+        let relative = token.trim_start_matches('/');
+        if token.split('/').any(|p| p == "..") && leaves_repo(base, relative) {
+            return Some(format!("`{token}` leaves the repository"));
         }
     }
     for (i, _) in line.match_indices(['"', '\'', ' ', '=', '(']) {
@@ -52,11 +85,11 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn violations(path: &Path, text: &str) -> Vec<String> {
     let is_shell = text.starts_with("#!") || path.extension().is_none();
-    let is_fuzz_manifest = path.ends_with("fuzz/Cargo.toml");
+    let rel = path.strip_prefix(ROOT).unwrap_or(path);
+    let dir = rel.parent().unwrap_or(Path::new(""));
     text.lines()
         .enumerate()
-        .filter(|(_, l)| !(is_fuzz_manifest && l.starts_with("grasp-sync = { path = \"..\"")))
-        .filter_map(|(n, l)| escape_in_line(l, is_shell).map(|why| format!("{}:{}: {why}", path.display(), n + 1)))
+        .filter_map(|(n, l)| escape_in_line(l, dir, is_shell).map(|why| format!("{}:{}: {why}", path.display(), n + 1)))
         .collect()
 }
 
@@ -86,6 +119,7 @@ fn the_check_catches_references_outside_the_repository() {
     for bad in [
         r#"const F: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");"#,
         r#"Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")"#,
+        r#"std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../other/events.jsonl"))"#,
         r#"let db = "/work/main/db";"#,
         r#"let bin = "/root/strfry/src/strfry";"#,
         r#"std::fs::read("/home/me/events.jsonl")"#,
@@ -104,4 +138,8 @@ fn the_check_catches_references_outside_the_repository() {
         assert!(violations(rs, good).is_empty(), "wrongly caught: {good}");
     }
     assert!(violations(sh, "#!/bin/sh\ncd \"$(dirname \"$0\")/..\"").is_empty());
+    let example = Path::new("examples/x.rs");
+    assert!(violations(example, r#"#[path = "../tests/support/strfry.rs"]"#).is_empty());
+    assert_eq!(violations(example, r#"#[path = "../../elsewhere/strfry.rs"]"#).len(), 1);
+    assert_eq!(violations(Path::new("fuzz/Cargo.toml"), r#"grasp-sync = { path = "../.." }"#).len(), 1);
 }
