@@ -70,7 +70,8 @@ impl PaginationReport {
 /// State of one paginated walk over one filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paginator {
-    base: Filter,
+    /// Boxed: a paginator lives inside every open page subscription; keep it small.
+    base: Box<Filter>,
     limit: u64,
     until: Option<u64>,
     /// Ids seen at `boundary_at` (the only second a later page can repeat).
@@ -88,7 +89,7 @@ impl Paginator {
     /// first page's upper bound and its `limit` is replaced by `limit` clamped to 1..=500.
     pub fn new(base: Filter, limit: u64) -> Self {
         let until = base.until;
-        let base = Filter { until: None, limit: None, ..base };
+        let base = Box::new(Filter { until: None, limit: None, ..base });
         Paginator {
             base,
             limit: limit.clamp(1, MAX_PAGE_LIMIT),
@@ -128,7 +129,7 @@ impl Paginator {
 
     /// The current page's filter, without counting anything.
     pub fn current_filter(&self) -> Filter {
-        let mut f = self.base.clone().limit(self.limit);
+        let mut f = (*self.base).clone().limit(self.limit);
         f.until = self.until;
         f
     }
