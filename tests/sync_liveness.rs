@@ -61,7 +61,10 @@ async fn a_half_open_connection_is_noticed_by_keepalive_and_what_was_published_m
 
     let liveness =
         Liveness { keepalive: Duration::from_secs(1), pong_timeout: Duration::from_secs(1), ..Liveness::default() };
-    let h = Harness::one_relay(&c, &proxy.url, SyncSettings { liveness, ..fast_settings() });
+    // No catch-up margin: the quick reconnect's `since` must itself reach back to the last frame
+    // received before the path went silent, not to when the loss was noticed.
+    let settings = SyncSettings { liveness, catchup_margin: Duration::ZERO, ..fast_settings() };
+    let h = Harness::one_relay(&c, &proxy.url, settings);
     eventually(20, "history held", || h.holds(&history)).await;
     eventually(10, "relay connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
     assert_eq!(proxy.state.connections.load(Ordering::SeqCst), 1);
