@@ -211,10 +211,11 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             r.closed_unneeded = false;
             r.health = Some(if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy });
         });
-        let conn = Connection::new(ws, s.payload_limit, counters.clone());
+        let conn = Connection::with_liveness(ws, s.payload_limit, counters.clone(), s.liveness);
         let session = Session::new(&ctx, &mut mem, conn, degraded_until);
         let end = session.run(&mut target, strategy).await;
-        mem.state.disconnected_at = Some(unix_now());
+        // The relay was last heard from then: everything it sent before has arrived.
+        mem.state.disconnected_at = Some(counters.last_data_unix().map_or_else(unix_now, |t| t.max(now)));
         ctx.status.update(&ctx.url, |r| {
             r.persisted = mem.state.persisted();
             r.bytes_in = counters.bytes_in();

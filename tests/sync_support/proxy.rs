@@ -51,6 +51,7 @@ pub struct Proxy {
     pub url: String,
     pub state: Arc<ProxyState>,
     cut: tokio::sync::watch::Sender<u64>,
+    freeze: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -74,6 +75,7 @@ impl Proxy {
             overflows: AtomicUsize::new(0),
         });
         let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let (freeze, freeze_rx) = tokio::sync::watch::channel(0u64);
         let (st, up) = (state.clone(), upstream.to_string());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -82,15 +84,22 @@ impl Proxy {
                     continue;
                 }
                 st.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(tcp, up.clone(), st.clone(), cut_rx.clone()));
+                tokio::spawn(serve(tcp, up.clone(), st.clone(), cut_rx.clone(), freeze_rx.clone()));
             }
         });
-        Proxy { url, state, cut }
+        Proxy { url, state, cut, freeze }
     }
 
     /// Cuts every open connection.
     pub fn cut_all(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Makes every open connection half-open: from now on nothing is read or written on either
+    /// side and nothing is closed, as when a peer vanishes without a FIN or RST. Later
+    /// connections work normally.
+    pub fn freeze_all(&self) {
+        self.freeze.send_modify(|n| *n += 1);
     }
 
     pub fn set_neg(&self, mode: NegMode) {
@@ -102,8 +111,15 @@ fn text(v: Value) -> Message {
     Message::text(v.to_string())
 }
 
-async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: tokio::sync::watch::Receiver<u64>) {
+async fn serve(
+    tcp: TcpStream,
+    upstream: String,
+    st: Arc<ProxyState>,
+    mut cut: tokio::sync::watch::Receiver<u64>,
+    mut freeze: tokio::sync::watch::Receiver<u64>,
+) {
     cut.borrow_and_update();
+    freeze.borrow_and_update();
     let cfg = grasp_sync::remote::dial::ws_config();
     let Ok(mut client) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else { return };
     let Ok((mut relay, _)) = tokio_tungstenite::connect_async_with_config(upstream.as_str(), Some(cfg), false).await
@@ -116,6 +132,12 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: t
     loop {
         tokio::select! {
             _ = cut.changed() => break,
+            _ = freeze.changed() => {
+                // Hold both sockets and never touch them again.
+                let _held = (client, relay);
+                std::future::pending::<()>().await;
+                return;
+            }
             m = client.next() => {
                 let Some(Ok(m)) = m else { break };
                 let Message::Text(t) = &m else { continue };
