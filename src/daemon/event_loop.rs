@@ -255,6 +255,7 @@ impl EventLoop {
         }
         self.track_relays();
         self.refresh_metrics();
+        self.metrics.tick();
     }
 
     /// Keeps what the engine says to persist for each relay, and logs each status change.
