@@ -342,6 +342,7 @@ impl EventLoop {
                     + r.events_invalid
                     + r.events_unmatched
                     + r.events_unknown_subscription;
+                m.events_host_rejected = c.rejected;
                 m.connection_attempts = r.dial_attempts;
                 m.historic_done = r.historic_batches_done as usize;
                 m.historic_total = r.historic_batches_done as usize + r.historic_batches_open;

@@ -38,9 +38,32 @@ const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer body the client reads.
 const CLIENT_MAX_BODY: usize = 64 << 20;
 
+/// The endpoint's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub connection_lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            connection_lifetime: CONNECTION_LIFETIME,
+        }
+    }
+}
+
 /// Serves the endpoint on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_with(listener, metrics, Limits::default()).await
+}
+
+/// [`serve`] with other bounds.
+pub async fn serve_with(listener: TcpListener, metrics: Metrics, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -61,7 +84,7 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .max_headers(32);
             let service = service_fn(move |req: Request<Incoming>| {
@@ -72,9 +95,9 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                _ = tokio::time::sleep(limits.connection_lifetime) => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, conn).await;
+                    let _ = tokio::time::timeout(limits.header_read_timeout, conn).await;
                 }
             }
         });
@@ -196,6 +219,20 @@ mod tests {
         let answer = raw(addr, long.as_bytes()).await;
         assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
         assert_eq!(get(addr, "/metrics").await.unwrap().0, StatusCode::OK);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_no_request_head_in_time_is_disconnected() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits { header_read_timeout: Duration::from_millis(200), ..Limits::default() };
+        let server = tokio::spawn(serve_with(listener, Metrics::new("wss://x"), limits));
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "an idle client is still connected after 30 s");
         server.abort();
     }
 }

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use http::{fetch_status, get, serve, CONNECTION_LIFETIME, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES};
+pub use http::{
+    fetch_status, get, serve, serve_with, Limits, CONNECTION_LIFETIME, HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
+    MAX_HEAD_BYTES,
+};
 pub use render::render_prometheus;
 pub use table::render_table;
 
@@ -36,6 +39,10 @@ pub struct RelayStatus {
     #[serde(default)]
     pub events_duplicate: u64,
     pub events_rejected: u64,
+    /// Of `events_rejected`, those the host itself refused (`OK false` from strfry: its own
+    /// limits, the writePolicy plugin).
+    #[serde(default)]
+    pub events_host_rejected: u64,
     #[serde(default)]
     pub connection_attempts: u64,
     #[serde(default)]

@@ -95,7 +95,7 @@ pub fn render_prometheus(s: &Status) -> String {
     fam.by_label("grasp_sync_relays_by_health", "Remote relays by health.", "health", by_health);
 
     type Field = fn(&RelayStatus) -> f64;
-    let per_relay: [(&str, &str, &str, Field); 22] = [
+    let per_relay: [(&str, &str, &str, Field); 23] = [
         ("grasp_sync_bytes_received_total", "counter", "Websocket payload bytes received from the relay.", |r| {
             r.bytes_in as f64
         }),
@@ -128,6 +128,12 @@ pub fn render_prometheus(s: &Status) -> String {
             "counter",
             "Events from the relay refused by the policy or the host.",
             |r| r.events_rejected as f64,
+        ),
+        (
+            "grasp_sync_events_host_rejected_total",
+            "counter",
+            "Events from the relay the host itself refused (counted in events_rejected too).",
+            |r| r.events_host_rejected as f64,
         ),
         ("grasp_sync_connection_attempts_total", "counter", "Connection attempts to the relay.", |r| {
             r.connection_attempts as f64
