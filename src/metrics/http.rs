@@ -137,18 +137,29 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, By
         .map_err(|e| anyhow::anyhow!("cannot reach the daemon at {addr} (is `grasp-sync run` running?): {e}"))?;
     let exchange = async {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let conn = tokio::spawn(conn);
-        let req = Request::get(path).header(HOST, addr.to_string()).body(Empty::<Bytes>::new())?;
-        let answer = sender.send_request(req).await?;
-        let code = answer.status();
-        let body = Limited::new(answer.into_body(), CLIENT_MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the answer from {addr}: {e}"))?
-            .to_bytes();
-        drop(sender);
-        conn.abort();
-        anyhow::Ok((code, body))
+        let request = async {
+            let req = Request::get(path).header(HOST, addr.to_string()).body(Empty::<Bytes>::new())?;
+            let answer = sender.send_request(req).await?;
+            let code = answer.status();
+            let body = Limited::new(answer.into_body(), CLIENT_MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the answer from {addr}: {e}"))?
+                .to_bytes();
+            anyhow::Ok((code, body))
+        };
+        // The connection is driven here, alongside the request, rather than in a task of its own.
+        tokio::pin!(conn, request);
+        let mut conn_done = false;
+        loop {
+            tokio::select! {
+                answer = &mut request => return answer,
+                closed = &mut conn, if !conn_done => {
+                    conn_done = true;
+                    closed?;
+                }
+            }
+        }
     };
     tokio::time::timeout(CLIENT_ANSWER_TIMEOUT, exchange)
         .await
