@@ -56,7 +56,7 @@ impl Default for Limits {
     }
 }
 
-/// Serves the endpoint on `listener` until the task is dropped.
+/// Serves the endpoint on `listener` until the task is dropped (its connections with it).
 pub async fn serve(listener: TcpListener, metrics: Metrics) {
     serve_with(listener, metrics, Limits::default()).await
 }
@@ -64,7 +64,10 @@ pub async fn serve(listener: TcpListener, metrics: Metrics) {
 /// [`serve`] with other bounds.
 pub async fn serve_with(listener: TcpListener, metrics: Metrics, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Connections are served in tasks of this set, so they end when the server is stopped.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -79,7 +82,7 @@ pub async fn serve_with(listener: TcpListener, metrics: Metrics, limits: Limits)
             continue;
         };
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let mut builder = http1::Builder::new();
             builder
@@ -231,6 +234,26 @@ mod tests {
         assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
         assert_eq!(get(addr, "/metrics").await.unwrap().0, StatusCode::OK);
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn stopping_the_server_closes_its_open_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Kept-alive connections are not timed out during the test.
+        let limits = Limits { header_read_timeout: Duration::from_secs(3600), ..Limits::default() };
+        let server = tokio::spawn(serve_with(listener, Metrics::new("wss://x"), limits));
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 12];
+        kept.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        server.abort();
+        let _ = server.await;
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), kept.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a kept-alive connection outlived its server");
+        assert!(TcpStream::connect(addr).await.is_err(), "the port is still open");
     }
 
     #[tokio::test]
