@@ -255,6 +255,7 @@ impl EventLoop {
         }
         self.track_relays();
         self.refresh_metrics();
+        self.metrics.tick();
     }
 
     /// Keeps what the engine says to persist for each relay, and logs each status change.
@@ -341,6 +342,7 @@ impl EventLoop {
                     + r.events_invalid
                     + r.events_unmatched
                     + r.events_unknown_subscription;
+                m.events_host_rejected = c.rejected;
                 m.connection_attempts = r.dial_attempts;
                 m.historic_done = r.historic_batches_done as usize;
                 m.historic_total = r.historic_batches_done as usize + r.historic_batches_open;
