@@ -179,12 +179,13 @@ impl EventLoop {
                     continue;
                 }
             };
-            match self.policy.decide_and_record(&mut self.view, &facts) {
+            let (verdict, change) = self.policy.decide_and_apply(&mut self.view, &facts);
+            match verdict {
                 Verdict::Accept(_) => {
                     if write {
                         self.outbox.push_back((note, source));
                     }
-                    self.index_dirty |= self.index.apply_accepted(self.policy.service(), &self.view, &facts);
+                    self.index_dirty |= self.index.apply_change(self.policy.service(), &self.view, &change);
                     let unlocked = self.rejected().unlocked_by(&facts);
                     work.extend(unlocked.into_iter().map(|(n, _, since)| (n, None, true, Some(since))));
                 }
