@@ -427,7 +427,8 @@ mod tests {
     #[test]
     fn a_repository_leaving_the_index_takes_its_relays_and_roots_out_of_the_targets() {
         let service = url("wss://grasp.example");
-        let mut idx = index(&[(1, &["wss://a.example", "wss://shared.example"], &[5]), (2, &["wss://shared.example"], &[6])]);
+        let mut idx =
+            index(&[(1, &["wss://a.example", "wss://shared.example"], &[5]), (2, &["wss://shared.example"], &[6])]);
         let before = derive_relay_targets(&idx, &service, &rules(10, false, &[]));
         assert!(before.is_target(&url("wss://a.example")));
         idx.remove_repo(&coord(1));
