@@ -282,6 +282,7 @@ mod apply_tests {
             repo_refs,
             id_refs,
             announcement: None,
+            grasp_servers: Vec::new(),
         }
     }
 

@@ -358,6 +358,7 @@ mod tests {
             repo_refs: repo_refs.iter().map(|(pk, d)| RepoCoord { pubkey: [*pk; 32], d: d.to_string() }).collect(),
             id_refs: id_refs.iter().map(|r| [*r; 32]).collect(),
             announcement: (kind == KIND_ANNOUNCEMENT).then(Default::default),
+            grasp_servers: Vec::new(),
         }
     }
 

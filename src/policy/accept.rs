@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::event::{Facts, Id, RepoCoord, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_STATE};
+use super::event::{Facts, Id, RepoCoord, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_GRASP_LIST, KIND_STATE};
 use super::url::{url_host, RelayUrl};
 use super::view::{AcceptedView, Announcement};
 
@@ -17,6 +17,8 @@ pub enum Reason {
     StateByMaintainer,
     /// Kind 5: strfry applies NIP-09 itself.
     Deletion,
+    /// A 10317 (a user's GRASP server list) that lists the service.
+    GraspListListsService,
     /// References an accepted repository by coordinate.
     ReferencesRepo,
     /// References an accepted event by id.
@@ -67,6 +69,12 @@ impl Policy {
         in_relays && clone_ok
     }
 
+    /// Whether a GRASP server list (kind 10317) names this service in a `g` tag (normalised,
+    /// exact endpoint, as for announcements).
+    pub fn grasp_list_lists_service(&self, facts: &Facts) -> bool {
+        facts.grasp_servers.iter().filter_map(|g| RelayUrl::parse(g).ok()).any(|g| g.same_endpoint(&self.service))
+    }
+
     /// Applies the rules to one event.
     pub fn decide(&self, view: &impl AcceptedView, ev: &Facts) -> Verdict {
         if ev.kind != KIND_DELETION && view.is_deleted(&ev.id, &ev.pubkey) {
@@ -76,6 +84,7 @@ impl Policy {
             KIND_ANNOUNCEMENT => self.decide_announcement(view, ev),
             KIND_STATE => decide_state(view, ev),
             KIND_DELETION => Verdict::Accept(Reason::Deletion),
+            KIND_GRASP_LIST if self.grasp_list_lists_service(ev) => Verdict::Accept(Reason::GraspListListsService),
             _ => decide_other(view, ev),
         }
     }

@@ -74,6 +74,7 @@ pub(crate) fn ann(pk: u8, d: &str, relays: &[&str], clone: &[&str], maintainers:
             clone: clone.iter().map(|s| s.to_string()).collect(),
             maintainers: maintainers.iter().map(|m| [*m; 32]).collect(),
         }),
+        grasp_servers: Vec::new(),
     }
 }
 
@@ -87,6 +88,7 @@ fn state(pk: u8, d: &str) -> Facts {
         repo_refs: vec![],
         id_refs: vec![],
         announcement: None,
+        grasp_servers: Vec::new(),
     }
 }
 
@@ -100,6 +102,7 @@ fn note_referencing(id: u8, coords: &[RepoCoord], ids: &[Id]) -> Facts {
         repo_refs: coords.to_vec(),
         id_refs: ids.to_vec(),
         announcement: None,
+        grasp_servers: Vec::new(),
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::accept::maintainer_closure;
 pub use super::announced::{select_announced_relays, AnnouncedRelays, IgnoredRelays, MAX_ANNOUNCED_RELAYS};
-use super::event::{is_root_kind, Facts, Id, RepoCoord, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_STATE};
+use super::event::{is_root_kind, Facts, Id, RepoCoord, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_GRASP_LIST, KIND_STATE};
 use super::url::RelayUrl;
 
 /// An accepted repository announcement (the newest one per author and `d`).
@@ -153,6 +153,10 @@ impl AcceptedSet {
         let mut ch = Change::default();
         if facts.kind == KIND_DELETION {
             self.record_deletion(facts, &mut ch);
+            return ch;
+        }
+        // A user's GRASP server list is accepted on its own and makes nothing else acceptable.
+        if facts.kind == KIND_GRASP_LIST {
             return ch;
         }
         if self.held.contains_key(&facts.id) || self.deleted.contains(&(facts.id, facts.pubkey)) {

@@ -14,7 +14,17 @@ fn repo(pk: u8, d: &str) -> RepoCoord {
 }
 
 fn event(id: u8, author: u8, kind: u64, at: u64, repo_refs: Vec<RepoCoord>, id_refs: Vec<Id>) -> Facts {
-    Facts { id: [id; 32], pubkey: [author; 32], kind, created_at: at, d: None, repo_refs, id_refs, announcement: None }
+    Facts {
+        id: [id; 32],
+        pubkey: [author; 32],
+        kind,
+        created_at: at,
+        d: None,
+        repo_refs,
+        id_refs,
+        announcement: None,
+        grasp_servers: Vec::new(),
+    }
 }
 
 fn blocked(v: Verdict) -> String {
@@ -103,4 +113,18 @@ fn a_deletion_that_arrives_before_the_announcement_still_counts() {
     p.decide_and_record(&mut v, &event(61, 1, KIND_DELETION, 12, vec![repo(1, "r")], vec![]));
     blocked(p.decide_and_record(&mut v, &ann(1, "r", &[S], &[], &[], 10)));
     assert!(!v.has_repo(&repo(1, "r")));
+}
+
+#[test]
+fn a_grasp_server_list_that_names_this_service_is_accepted() {
+    let p = policy();
+    let mut v = AcceptedSet::new();
+    let list = |id: u8, servers: &[&str]| {
+        let tags: Vec<Vec<String>> = servers.iter().map(|s| vec!["g".to_string(), s.to_string()]).collect();
+        Facts::from_parts([id; 32], [4; 32], crate::policy::event::KIND_GRASP_LIST, 5, &tags)
+    };
+    let verdict = p.decide_and_record(&mut v, &list(1, &["wss://other.example", "WSS://grasp.example.com:443/"]));
+    assert_eq!(verdict, Verdict::Accept(crate::policy::Reason::GraspListListsService));
+    let msg = blocked(p.decide(&v, &list(2, &["wss://other.example", "wss://grasp.example.com.evil.org"])));
+    assert!(msg.contains("references no repository"), "{msg}");
 }
