@@ -384,7 +384,8 @@ impl EventLoop {
             s.events_settled = settled;
             s.events_reopened = reopened;
             s.events_too_large = too_large;
-            s.host_refusals = self.host_refusals;
+            s.host_refusals = self.host_refusals
+                + self.ingest.stats.transient_refusals.load(std::sync::atomic::Ordering::Relaxed) as u64;
             s.host_retries_pending = self.retries.len();
             s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
         });
