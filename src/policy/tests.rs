@@ -169,7 +169,7 @@ fn owner_update_that_drops_the_service_is_accepted_and_removes_the_repository() 
     assert!(!v.has_repo(&repo));
     let held = v.held_announcements("r");
     assert_eq!((held.len(), held[0].created_at, held[0].lists_service), (1, 2, false));
-    let issue = note_referencing(30, &[repo.clone()], &[]);
+    let issue = note_referencing(30, std::slice::from_ref(&repo), &[]);
     assert!(!p.decide(&v, &issue).is_accept(), "writes about it are refused");
     // An older copy arriving late does not replace the newer one (nor bring the repository back).
     p.decide_and_record(&mut v, &ann(1, "r", &[S], &[], &[], 1));
