@@ -367,6 +367,29 @@ mod apply_tests {
     }
 
     #[test]
+    fn a_deleted_or_moved_repository_leaves_the_sync_targets() {
+        use crate::engine::targets::{derive_relay_targets, TargetRules};
+        let mut w = World::new();
+        w.offer(ann(1, "r", &[S, "wss://a.example", "wss://shared.example"], &[], 1));
+        w.offer(ann(3, "q", &[S, "wss://shared.example", "wss://c.example"], &[], 1));
+        w.offer(other(50, 7, KIND_ISSUE, vec![coord(1, "r")], vec![]));
+        let rules = TargetRules { allow_private_addresses: true, ..TargetRules::default() };
+        let relays = |w: &World| -> Vec<String> {
+            derive_relay_targets(&w.index, w.policy.service(), &rules).relays.keys().map(|u| u.to_string()).collect()
+        };
+        assert_eq!(relays(&w), ["wss://a.example", "wss://c.example", "wss://shared.example"]);
+        // The owner of `r` deletes it: its own relay goes, the shared one stays for `q` only.
+        assert!(w.offer(other(62, 1, KIND_DELETION, vec![coord(1, "r")], vec![])));
+        assert_eq!(relays(&w), ["wss://c.example", "wss://shared.example"]);
+        let t = derive_relay_targets(&w.index, w.policy.service(), &rules);
+        let shared = t.get(&RelayUrl::parse("wss://shared.example").unwrap()).unwrap();
+        assert_eq!((shared.repos.len(), shared.root_events.len()), (1, 0));
+        // The owner of `q` moves it elsewhere: nothing is left to sync.
+        assert!(w.offer(ann(3, "q", &["wss://elsewhere.example"], &[], 2)));
+        assert!(relays(&w).is_empty());
+    }
+
+    #[test]
     fn root_events_only_count_for_indexed_repos() {
         let mut w = World::new();
         w.offer(ann(1, "r", &[S], &[], 1));

@@ -221,8 +221,18 @@ impl AcceptedSet {
                 }
             }
         }
-        // Others may have been accepted through it (by reference either way).
-        !h.id_refs.is_empty() || self.referrers.get(id).is_some_and(|v| !v.is_empty())
+        // Others may have been accepted through it, by reference either way: its accepted
+        // referrers, and what it references unless that stands on its own (an announcement or
+        // state, or an event that tags a repository).
+        let referrer_accepted = self.referrers.get(id).into_iter().flatten().any(|r| self.accepted.contains(r));
+        referrer_accepted
+            || h.id_refs.iter().any(|t| {
+                self.accepted.contains(t)
+                    && self
+                        .held
+                        .get(t)
+                        .is_some_and(|th| th.by_reference() && !th.repo_refs.iter().any(|c| self.has_repo(c)))
+            })
     }
 
     fn record_announcement(&mut self, f: &Facts, lists_service: bool, ch: &mut Change) {
