@@ -30,6 +30,9 @@ use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Po
 /// keeps serving status, reports, the host stream and shutdown meanwhile.
 const OUTBOX_LIMIT: usize = 64;
 
+/// How long the state keeps a relay the engine no longer tracks (at least `quick_reconnect_secs`).
+const PERSIST_UNTRACKED_SECS: u64 = 24 * 3600;
+
 /// Events waiting for a retry after a host refusal other than `blocked:`, at most.
 const RETRY_LIMIT: usize = 10_000;
 /// Tries of one event before it is given up (and forgotten by the view, so a later fetch of it
@@ -323,9 +326,18 @@ impl EventLoop {
         self.metrics.tick();
     }
 
-    /// Keeps what the engine says to persist for each relay, and logs each status change.
+    /// Keeps what the engine says to persist for each relay, and logs each status change. Relays
+    /// the engine no longer tracks are forgotten once a restart could not resume them quickly
+    /// anyway (their entry would only save a negentropy probe), so the map follows the targets.
     fn track_relays(&mut self) {
-        for (url, report) in self.engine.relays() {
+        let reports = self.engine.relays();
+        let keep_after = now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
+        self.relays.retain(|url, r| {
+            reports.keys().any(|u| u.as_str() == url)
+                || r.disconnected_at.or(r.last_connected).is_some_and(|t| t >= keep_after)
+        });
+        self.last_status.retain(|url, _| reports.keys().any(|u| u.as_str() == url));
+        for (url, report) in reports {
             let now_status = report.status.as_str();
             let before = self.last_status.insert(url.to_string(), now_status);
             if before != Some(now_status) {
