@@ -366,6 +366,10 @@ impl AcceptedSet {
             .filter(|a| !old_anchored.iter().any(|b| b.pubkey == a.pubkey))
             .map(|a| RepoCoord { pubkey: a.pubkey, d: d.to_string() })
             .collect();
+        let lost_anns: Vec<Announcement> =
+            old_anchored.iter().filter(|a| !anchored.iter().any(|b| b.pubkey == a.pubkey)).cloned().collect();
+        let lost_maint: Vec<Id> =
+            old_maint.map(|m| m.iter().filter(|x| !maint.contains(*x)).copied().collect()).unwrap_or_default();
         let had_anchor = !old_anchored.is_empty();
         if anchored.is_empty() {
             self.anchored.remove(d);
@@ -377,9 +381,15 @@ impl AcceptedSet {
         } else {
             self.maintainers.insert(d.to_string(), maint);
         }
-        if unsupported || lost {
+        if unsupported || (lost && self.anything_stood_on(d, &lost_anns, &lost_maint)) {
             self.recompute(ch);
             return;
+        }
+        // What dropped out supported nothing else (e.g. a repository nobody wrote to).
+        for a in &lost_anns {
+            if self.accepted.remove(&a.id) {
+                ch.removed.push(a.id);
+            }
         }
         // Growth: the new anchored announcements, states by new maintainers (or all, when `d`
         // just gained its first anchor), events referencing the new repositories.
@@ -396,6 +406,20 @@ impl AcceptedSet {
             seeds.extend(refs.filter(|id| self.held.get(*id).is_some_and(Held::by_reference)).copied());
         }
         self.propagate(seeds, ch);
+    }
+
+    /// Whether accepted events may stand on these announcements that stopped being anchored or on
+    /// these maintainers of `d` that dropped out.
+    fn anything_stood_on(&self, d: &str, lost_anns: &[Announcement], lost_maint: &[Id]) -> bool {
+        let accepted_in = |v: Option<&Vec<Id>>| v.into_iter().flatten().any(|r| self.accepted.contains(r));
+        lost_anns.iter().any(|a| {
+            let coord = RepoCoord { pubkey: a.pubkey, d: d.to_string() };
+            accepted_in(self.coord_referrers.get(&coord))
+                || accepted_in(self.referrers.get(&a.id))
+                || self.held.get(&a.id).is_some_and(|h| !h.id_refs.is_empty())
+        }) || lost_maint
+            .iter()
+            .any(|m| self.states.get(&(*m, d.to_string())).is_some_and(|(_, id)| self.accepted.contains(id)))
     }
 
     fn state_accepted(&self, author: &Id, d: &str) -> bool {

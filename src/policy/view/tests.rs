@@ -146,3 +146,18 @@ fn an_event_the_host_refused_is_forgotten_with_what_stood_on_it() {
     v.forget(&ann(1, "r", &[S], &[], &[], 10).id);
     assert!(!v.has_repo(&repo(1, "r")) && !v.has_event(&[50; 32]));
 }
+
+#[test]
+fn deleting_a_repository_nobody_wrote_to_does_not_recompute_everything() {
+    let p = policy();
+    let mut v = AcceptedSet::new();
+    p.decide_and_record(&mut v, &ann(1, "busy", &[S], &[], &[], 10));
+    p.decide_and_record(&mut v, &event(50, 7, KIND_ISSUE, 11, vec![repo(1, "busy")], vec![]));
+    p.decide_and_record(&mut v, &ann(2, "spam", &[S], &[], &[], 10));
+    let change = v.record(&event(60, 2, KIND_DELETION, 12, vec![repo(2, "spam")], vec![]), false);
+    assert!(!change.recomputed, "{change:?}");
+    assert!(!v.has_repo(&repo(2, "spam")) && v.has_event(&[50; 32]));
+    // Deleting the busy one must revisit what stood on it.
+    let change = v.record(&event(61, 1, KIND_DELETION, 12, vec![repo(1, "busy")], vec![]), false);
+    assert!(change.recomputed && !v.has_event(&[50; 32]));
+}
