@@ -78,7 +78,11 @@ pub fn render_prometheus(s: &Status) -> String {
             "Rejected events settled: in the negentropy local sets until something re-opens them.",
             s.events_settled as f64,
         ),
-        ("grasp_sync_host_retries_pending", "Events waiting for a retry after a host refusal.", s.host_retries_pending as f64),
+        (
+            "grasp_sync_host_retries_pending",
+            "Events waiting for a retry after a host refusal.",
+            s.host_retries_pending as f64,
+        ),
     ];
     for (name, help, v) in more_gauges {
         fam.add(Gauge::with_opts(Opts::new(name, help)).expect("valid metric")).set(v);
