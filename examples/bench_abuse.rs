@@ -90,10 +90,7 @@ fn main() {
     let view_bytes = live() - before;
     let before = live();
     let t = Instant::now();
-    let mut index = RepoSyncIndex::new();
-    for f in &facts {
-        index.apply_accepted(&service, &view, f);
-    }
+    let index = RepoSyncIndex::from_view(&service, &view);
     let index_took = t.elapsed();
     let index_bytes = live() - before;
     let distinct: std::collections::HashSet<&RelayUrl> = index.repos().flat_map(|(_, e)| e.relays.iter()).collect();

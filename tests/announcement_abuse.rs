@@ -27,8 +27,8 @@ struct Expected {
     /// `d` → relays kept (our own URL removed).
     relays: BTreeMap<String, BTreeSet<String>>,
     ignored: IgnoredRelays,
-    /// Public relay → repositories listing it.
-    public: BTreeMap<String, usize>,
+    /// Public relay → distinct authors of the repositories listing it.
+    public: BTreeMap<String, BTreeSet<String>>,
     /// Refusal label → distinct non-public URLs kept by some announcement.
     not_public: BTreeMap<&'static str, BTreeSet<String>>,
 }
@@ -58,7 +58,9 @@ impl Expected {
             for (url, class) in kept {
                 match class {
                     Class::Service => continue,
-                    Class::Public => *e.public.entry(url.to_string()).or_default() += 1,
+                    Class::Public => {
+                        e.public.entry(url.to_string()).or_default().insert(ann.note.pubkey.clone());
+                    }
                     Class::NotPublic(label) => {
                         e.not_public.entry(label).or_default().insert(url.to_string());
                     }
@@ -71,10 +73,12 @@ impl Expected {
         e
     }
 
-    /// The relays chosen under `max`: most repositories first, then URL order (no root events).
+    /// The relays chosen under `max`: most distinct authors first, then URL order (no root
+    /// events). The flood is one key's: every relay counts one author, however many of its
+    /// announcements list it.
     fn targets(&self, max: usize) -> BTreeSet<String> {
-        let mut ranked: Vec<(&String, &usize)> = self.public.iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let mut ranked: Vec<(&String, usize)> = self.public.iter().map(|(u, a)| (u, a.len())).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         ranked.into_iter().take(max).map(|(u, _)| u.clone()).collect()
     }
 }
@@ -97,8 +101,9 @@ fn world() -> &'static World {
         let mut index = RepoSyncIndex::new();
         for ann in &anns {
             let facts = Facts::from_note(&ann.note).unwrap();
-            assert!(policy.decide_and_record(&mut view, &facts).is_accept(), "{} lists the service", ann.d);
-            index.apply_accepted(&service, &view, &facts);
+            let (verdict, change) = policy.decide_and_apply(&mut view, &facts);
+            assert!(verdict.is_accept(), "{} lists the service", ann.d);
+            index.apply_change(&service, &view, &change);
         }
         let expected = Expected::of(&anns);
         World { anns, index, view, expected }

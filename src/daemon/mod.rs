@@ -110,8 +110,18 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         },
     };
 
-    let mut rejected = RejectedIndex::new(RejectedLimits::default());
-    rejected.restore_settled(saved.settled_rejected.iter().cloned());
+    let mut rejected = RejectedIndex::new(RejectedLimits {
+        hold_secs: cfg.rejected.hold_secs,
+        max_held: cfg.rejected.max_held,
+        max_held_bytes: cfg.rejected.max_held_bytes,
+        ..RejectedLimits::default()
+    });
+    // State files of earlier versions carried the settled events themselves.
+    let legacy = saved.settled_rejected.iter().cloned();
+    rejected.restore_settled(legacy.chain(state::load_settled(&cfg.state.dir)));
+    if !saved.settled_rejected.is_empty() {
+        rejected.mark_settled_dirty();
+    }
     let rejected = Arc::new(Mutex::new(rejected));
     let store = Arc::new(HostStore::new(db.clone(), rejected.clone()));
 

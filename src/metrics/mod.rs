@@ -135,6 +135,21 @@ pub struct Status {
     pub host_connected: bool,
     #[serde(default)]
     pub events_pending_retry: usize,
+    /// Rejected events settled (in the negentropy local sets until re-opened).
+    #[serde(default)]
+    pub events_settled: usize,
+    /// Settled rejected events re-opened by an accepted event that could change their verdict.
+    #[serde(default)]
+    pub events_reopened: u64,
+    /// Refused events not held for being over the host's maxEventSize.
+    #[serde(default)]
+    pub events_too_large: u64,
+    /// Host refusals other than `blocked:` (e.g. `error: internal error`), each retried.
+    #[serde(default)]
+    pub host_refusals: u64,
+    /// Events waiting for a retry after such a refusal.
+    #[serde(default)]
+    pub host_retries_pending: usize,
 }
 
 /// Shared, cheaply cloneable snapshot. The lock is only held for short synchronous updates.

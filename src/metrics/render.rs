@@ -72,6 +72,41 @@ pub fn render_prometheus(s: &Status) -> String {
     for (name, help, v) in gauges {
         fam.add(Gauge::with_opts(Opts::new(name, help)).expect("valid metric")).set(v);
     }
+    let more_gauges: [(&str, &str, f64); 2] = [
+        (
+            "grasp_sync_events_settled",
+            "Rejected events settled: in the negentropy local sets until something re-opens them.",
+            s.events_settled as f64,
+        ),
+        (
+            "grasp_sync_host_retries_pending",
+            "Events waiting for a retry after a host refusal.",
+            s.host_retries_pending as f64,
+        ),
+    ];
+    for (name, help, v) in more_gauges {
+        fam.add(Gauge::with_opts(Opts::new(name, help)).expect("valid metric")).set(v);
+    }
+    let counters: [(&str, &str, f64); 3] = [
+        (
+            "grasp_sync_events_reopened_total",
+            "Settled rejected events re-opened by an accepted event that could change their verdict.",
+            s.events_reopened as f64,
+        ),
+        (
+            "grasp_sync_events_too_large_total",
+            "Rejected events not held for being over the host's maxEventSize.",
+            s.events_too_large as f64,
+        ),
+        (
+            "grasp_sync_host_refusals_total",
+            "Events the host refused with something other than blocked: (retried with backoff).",
+            s.host_refusals as f64,
+        ),
+    ];
+    for (name, help, v) in counters {
+        fam.counter(name, help, &[]).with_label_values(&[] as &[&str]).inc_by(v);
+    }
     fam.by_label(
         "grasp_sync_relays_refused",
         "Distinct relay URLs listed by synced repositories that are not dialled, by reason.",

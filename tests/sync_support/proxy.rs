@@ -40,6 +40,11 @@ pub struct ProxyState {
     pub corrupt_events: AtomicUsize,
     /// After the next EOSE, send one event on that subscription that matches none of its filters.
     pub inject_foreign: AtomicBool,
+    /// The next this-many EVENTs the client writes are answered `OK false "error: internal
+    /// error"` (what strfry answers when its plugin fails), not forwarded.
+    pub refuse_writes: AtomicUsize,
+    /// EVENT writes refused so.
+    pub writes_refused: AtomicUsize,
     pub connections: AtomicUsize,
     pub reqs: AtomicUsize,
     pub neg_opens: AtomicUsize,
@@ -68,6 +73,8 @@ impl Proxy {
             cut_after_events: Mutex::new(None),
             corrupt_events: AtomicUsize::new(0),
             inject_foreign: AtomicBool::new(false),
+            refuse_writes: AtomicUsize::new(0),
+            writes_refused: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             reqs: AtomicUsize::new(0),
             neg_opens: AtomicUsize::new(0),
@@ -145,6 +152,12 @@ async fn serve(
                 let kind = v[0].as_str().unwrap_or_default().to_string();
                 let sub = v[1].as_str().unwrap_or_default().to_string();
                 match kind.as_str() {
+                    "EVENT" if st.refuse_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() => {
+                        st.writes_refused.fetch_add(1, Ordering::SeqCst);
+                        let id = v[1]["id"].clone();
+                        let _ = client.send(text(json!(["OK", id, false, "error: internal error"]))).await;
+                        continue;
+                    }
                     "REQ" => {
                         st.reqs.fetch_add(1, Ordering::SeqCst);
                         let limited = st.rate_limit_reqs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()

@@ -458,6 +458,7 @@ pub fn facts_from_packed(p: &PackedEvent<'_>) -> Facts {
         repo_refs: Vec::new(),
         id_refs: Vec::new(),
         announcement: None,
+        grasp_servers: Vec::new(),
     };
     fn push<T: PartialEq>(v: &mut Vec<T>, item: Option<T>) {
         if let Some(item) = item {
