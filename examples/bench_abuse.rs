@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use grasp_sync::engine::build::{build, MemorySource};
-use grasp_sync::engine::flood::{flood, FloodSpec};
 use grasp_sync::engine::{derive_relay_targets, summarize_refusals, RepoSyncIndex, TargetRules};
 use grasp_sync::policy::{AcceptedSet, Facts, Policy, RelayUrl};
+use grasp_sync::testkit::flood::{flood, FloodSpec};
 
 /// Counts live heap bytes and their peak.
 struct Counting;
@@ -90,10 +90,7 @@ fn main() {
     let view_bytes = live() - before;
     let before = live();
     let t = Instant::now();
-    let mut index = RepoSyncIndex::new();
-    for f in &facts {
-        index.apply_accepted(&service, &view, f);
-    }
+    let index = RepoSyncIndex::from_view(&service, &view);
     let index_took = t.elapsed();
     let index_bytes = live() - before;
     let distinct: std::collections::HashSet<&RelayUrl> = index.repos().flat_map(|(_, e)| e.relays.iter()).collect();

@@ -131,7 +131,12 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("grasp-sync-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.toml");
-    std::fs::write(&config, format!("service_url = \"{SERVICE}\"\n")).unwrap();
+    // The plugin requires strfry's database: an empty one.
+    let db = dir.join("strfry-db");
+    std::fs::create_dir_all(&db).unwrap();
+    grasp_sync::testkit::generate::Generator::create(&db, 1 << 24).unwrap().finish().unwrap();
+    std::fs::write(&config, format!("service_url = \"{SERVICE}\"\n[host]\nstrfry_db = \"{}\"\n", db.display()))
+        .unwrap();
     let mut child = Command::new(&bin)
         .args(["plugin", "--config"])
         .arg(&config)

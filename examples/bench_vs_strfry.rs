@@ -9,7 +9,7 @@
 //!    announcement: wall time from start until the host holds every event, and bytes on the wire.
 //! 4. Live: events published to the remote one by one; latency until each is on the host.
 
-#[path = "support/strfry.rs"]
+#[path = "../tests/support/strfry.rs"]
 mod strfry;
 
 use std::process::{Command, Stdio};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use nostr_relay_builder::prelude::{Keys, Timestamp};
 use serde_json::{json, Value};
-use strfry::{count, event, find_strfry, free_port, start, terminate};
+use strfry::{count, event, find_strfry, free_port, terminate, Strfry};
 use tokio_tungstenite::tungstenite::Message;
 
 const SERVICE: &str = "wss://git.example.test";
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = Timestamp::now().as_secs();
     let (alice, bob) = (Keys::generate(), Keys::generate());
 
-    let remote = start(&strfry, dir.path(), "remote", "");
+    let remote = Strfry::start_in(&strfry, dir.path(), "remote", "");
     let remote_url = format!("ws://127.0.0.1:{}", remote.port);
     let coord = format!("30617:{}:bench", alice.public_key().to_hex());
     let ann = event(
@@ -71,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("remote holds {} events ({} issues, {} comments)", count(remote.port).await, issues.len(), comments.len());
 
     // strfry sync with the equivalent filters.
-    let host_a = start(&strfry, dir.path(), "host-strfry-sync", "");
+    let host_a = Strfry::start_in(&strfry, dir.path(), "host-strfry-sync", "");
     let roots: Vec<&str> = issues.iter().map(|e| e["id"].as_str().unwrap()).collect();
     // NIP-77 takes one filter per NEG-OPEN: one `strfry sync` per filter, times added up.
     let filters = [json!({"kinds": [30617]}), json!({"#a": [coord]}), json!({"#E": roots})];
@@ -96,8 +96,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = dir.path().join("grasp-sync.toml");
     let metrics = free_port();
     let plugin = format!("{} plugin --config {}", grasp.display(), config.display());
-    let host_b =
-        start(&strfry, dir.path(), "host-grasp-sync", &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
+    let host_b = Strfry::start_in(
+        &strfry,
+        dir.path(),
+        "host-grasp-sync",
+        &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"),
+    );
     std::fs::write(
         &config,
         format!(

@@ -13,7 +13,7 @@
 //! held, reconnect counters, ingest queue); at the end the host's database is compared with what
 //! the remotes acknowledged: every relevant event must be there and no unrelated one.
 
-#[path = "support/strfry.rs"]
+#[path = "../tests/support/strfry.rs"]
 mod strfry;
 
 use std::collections::{HashMap, HashSet};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use nostr_relay_builder::prelude::{Keys, Timestamp};
 use serde_json::{json, Value};
-use strfry::{event, find_strfry, free_port, start, terminate, Relay};
+use strfry::{event, find_strfry, free_port, terminate, Strfry};
 use tokio_tungstenite::tungstenite::Message;
 
 const SERVICE: &str = "wss://git.example.test";
@@ -172,11 +172,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let work = tempfile::tempdir()?;
     let dir = work.path();
 
-    let mut remotes: Vec<Relay> = (0..REMOTES).map(|i| start(&bin, dir, &format!("remote{i}"), "")).collect();
+    let mut remotes: Vec<Strfry> =
+        (0..REMOTES).map(|i| Strfry::start_in(&bin, dir, &format!("remote{i}"), "")).collect();
     let config = dir.join("grasp-sync.toml");
     let metrics = free_port();
     let plugin = format!("{} plugin --config {}", grasp.display(), config.display());
-    let host = start(&bin, dir, "host", &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
+    let host = Strfry::start_in(&bin, dir, "host", &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
     std::fs::write(
         &config,
         format!(
@@ -271,7 +272,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         } else if now_i >= next_restart {
             let r = (restarts as usize) % REMOTES;
-            remotes[r].stop();
+            remotes[r].kill();
             restarts += 1;
             let pause = 5 + (restarts * 17) % 56;
             down = Some((r, now_i + Duration::from_secs(pause)));

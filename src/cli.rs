@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::build::Built;
 use crate::host::lmdb::{load_index, StrfryDb};
 use crate::host::plugin::{self, Plugin};
-use crate::policy::{AcceptedSet, Policy};
+use crate::policy::Policy;
 
 /// Exit code for a bad configuration.
 pub const EXIT_CONFIG: u8 = 2;
@@ -36,7 +36,13 @@ pub enum Command {
     /// strfry writePolicy plugin: reads requests on stdin, answers on stdout.
     Plugin,
     /// Loads and validates the configuration, prints it in full, and exits.
-    CheckConfig,
+    CheckConfig {
+        /// Check it for one command only: `plugin` also requires `host.strfry_db` (an error
+        /// without it); `run` does not. Without this flag both are checked and a missing
+        /// `host.strfry_db` is a warning.
+        #[arg(long = "for", value_name = "COMMAND", value_parser = ["plugin", "run"])]
+        for_command: Option<String>,
+    },
     /// Runs the sync daemon beside strfry until SIGTERM or SIGINT.
     Run,
     /// Asks the running daemon for its state (`metrics.listen`) and prints it.
@@ -69,8 +75,16 @@ pub fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
     let result = match cli.command {
-        Command::Plugin => run_plugin(&config),
-        Command::CheckConfig => {
+        Command::Plugin => match plugin_requirements(&config) {
+            Ok(()) => run_plugin(&config),
+            Err(e) => return config_error(&e),
+        },
+        Command::CheckConfig { for_command } => {
+            match (plugin_requirements(&config), for_command.as_deref()) {
+                (Err(e), Some("plugin")) => return config_error(&e),
+                (Err(e), None) => eprintln!("grasp-sync: warning: {e} (`grasp-sync run` works without it)"),
+                _ => {}
+            }
             print!("{}", toml::to_string(&config).unwrap_or_default());
             Ok(())
         }
@@ -164,10 +178,25 @@ pub fn index_table(built: &Built) -> String {
     s
 }
 
+/// What `grasp-sync plugin` needs beyond a valid configuration: strfry's database, so that a
+/// plugin strfry restarts (it does on any error) starts with everything already accepted
+/// instead of an empty view that would refuse every event about existing repositories.
+pub fn plugin_requirements(config: &Config) -> Result<(), ConfigError> {
+    match &config.host.strfry_db {
+        Some(_) => Ok(()),
+        None => Err(ConfigError::Invalid {
+            key: "host.strfry_db".into(),
+            msg: "is required for `grasp-sync plugin`: set it to strfry's database directory (the `db` \
+                  setting of strfry.conf), so the plugin starts knowing what strfry already accepted"
+                .into(),
+        }),
+    }
+}
+
 fn run_plugin(config: &Config) -> anyhow::Result<()> {
     let policy = policy_of(config);
     let view = match &config.host.strfry_db {
-        None => AcceptedSet::new(),
+        None => anyhow::bail!("host.strfry_db is required for `grasp-sync plugin`"),
         // A view that silently missed what strfry holds would reject legitimate events with
         // misleading reasons; failing loudly lets the operator fix the path or permissions.
         Some(dir) => {

@@ -29,6 +29,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("sync.max_subscriptions_per_relay", "15"),
     ("sync.max_relays", "1000"),
     ("policy.require_clone", "false"),
+    ("rejected.hold_secs", "900"),
+    ("rejected.max_held", "10000"),
+    ("rejected.max_held_bytes", "67108864"),
     ("state.dir", "\"/var/lib/grasp-sync\""),
     ("metrics.listen", "\"127.0.0.1:9464\""),
 ];
@@ -44,6 +47,8 @@ pub struct Config {
     pub sync: SyncConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub rejected: RejectedConfig,
     #[serde(default)]
     pub state: StateConfig,
     #[serde(default)]
@@ -105,6 +110,21 @@ impl Default for SyncConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub require_clone: bool,
+}
+
+/// How long and how many policy-rejected events the daemon holds for re-offering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RejectedConfig {
+    pub hold_secs: u64,
+    pub max_held: usize,
+    pub max_held_bytes: usize,
+}
+
+impl Default for RejectedConfig {
+    fn default() -> Self {
+        RejectedConfig { hold_secs: 900, max_held: 10_000, max_held_bytes: 64 << 20 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +249,15 @@ impl Config {
         if s.max_relays == 0 {
             return Err(invalid("sync.max_relays", "must be at least 1"));
         }
+        if self.rejected.max_held == 0 {
+            return Err(invalid("rejected.max_held", "must be at least 1"));
+        }
+        if self.rejected.max_held_bytes < 65_536 {
+            return Err(invalid(
+                "rejected.max_held_bytes",
+                "must be at least 65536 (one event of strfry's maxEventSize)",
+            ));
+        }
         if self.host.ingest_queue == 0 {
             return Err(invalid("host.ingest_queue", "must be at least 1"));
         }
@@ -254,12 +283,14 @@ fn check_value(key: &str, value: toml::Value) -> Result<(), ConfigError> {
         "sync.allow_private_addresses" | "sync.negentropy" | "policy.require_clone" => {
             bool::deserialize(value).map(drop).map_err(msg)
         }
-        "sync.base_backoff_secs" | "sync.max_backoff_secs" | "sync.quick_reconnect_secs" => {
+        "sync.base_backoff_secs" | "sync.max_backoff_secs" | "sync.quick_reconnect_secs" | "rejected.hold_secs" => {
             u64::deserialize(value).map(drop).map_err(msg)
         }
-        "sync.max_subscriptions_per_relay" | "sync.max_relays" | "host.ingest_queue" => {
-            usize::deserialize(value).map(drop).map_err(msg)
-        }
+        "sync.max_subscriptions_per_relay"
+        | "sync.max_relays"
+        | "host.ingest_queue"
+        | "rejected.max_held"
+        | "rejected.max_held_bytes" => usize::deserialize(value).map(drop).map_err(msg),
         "metrics.listen" => SocketAddr::deserialize(value).map(drop).map_err(msg),
         _ => Err(ConfigError::UnknownKey { key: key.to_string() }),
     }

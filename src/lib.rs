@@ -4,9 +4,10 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
-#[doc(hidden)]
-pub mod fuzz_checks;
 pub mod host;
 pub mod metrics;
 pub mod policy;
 pub mod remote;
+#[cfg(any(test, feature = "testkit"))]
+#[doc(hidden)]
+pub mod testkit;

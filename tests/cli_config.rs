@@ -69,3 +69,22 @@ fn missing_or_unreadable_config_exits_2() {
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/grasp-sync.toml"), "{err}");
 }
+
+#[test]
+fn the_plugin_requires_strfrys_database_and_check_config_says_so() {
+    let (_d, path) = config("service_url = \"wss://a.example\"\n");
+    let (code, out, err) = run(&["plugin", "--config", &path], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("host.strfry_db") && err.contains("plugin"), "{err}");
+    assert!(out.is_empty(), "nothing on the protocol channel: {out}");
+    // Checked for the plugin: the same error. Checked for the daemon: fine. By default: a warning.
+    let (code, _, err) = run(&["check-config", "--for", "plugin", "--config", &path], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("host.strfry_db"), "{err}");
+    let (code, _, err) = run(&["check-config", "--for", "run", "--config", &path], &[]);
+    assert_eq!((code, err.contains("host.strfry_db")), (0, false), "{err}");
+    let (code, out, err) = run(&["check-config", "--config", &path], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning") && err.contains("host.strfry_db"), "{err}");
+    assert!(out.contains("service_url"), "{out}");
+}

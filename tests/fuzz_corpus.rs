@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use grasp_sync::fuzz_checks::{run, TARGETS};
+use grasp_sync::testkit::fuzz_checks::{run, TARGETS};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };

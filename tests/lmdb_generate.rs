@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use grasp_sync::host::lmdb::generate::Generator;
 use grasp_sync::host::lmdb::layout::{self, table};
 use grasp_sync::host::lmdb::StrfryDb;
 use grasp_sync::policy::Note;
 use grasp_sync::remote::filter::Filter;
+use grasp_sync::testkit::generate::Generator;
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {

@@ -2,9 +2,8 @@
 //! environment is open are visible to the next snapshot. Needs a strfry binary ($STRFRY_BIN or
 //! `strfry` on PATH); without one the test prints `skipped: no strfry` and passes.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -12,58 +11,10 @@ use grasp_sync::host::lmdb::{load_index, StrfryDb};
 use grasp_sync::policy::event::parse_hex32;
 use grasp_sync::policy::{Policy, RelayUrl};
 use nostr::prelude::*;
+use support::strfry::{binary_or_skip, Strfry};
 use tokio_tungstenite::tungstenite::Message;
 
 const SERVICE: &str = "wss://grasp.example.com";
-
-fn strfry_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("STRFRY_BIN").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("strfry")).find(|p| p.is_file())
-}
-
-/// The strfry process; killed when dropped.
-struct Strfry(Child);
-impl Drop for Strfry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_strfry(bin: &Path, dir: &Path, port: u16) -> Strfry {
-    let db = dir.join("db");
-    std::fs::create_dir_all(&db).unwrap();
-    let conf = dir.join("strfry.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "db = \"{}/\"\nrelay {{\n  bind = \"127.0.0.1\"\n  port = {port}\n  nofiles = 0\n  auth {{\n    enabled = false\n  }}\n}}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg(format!("--config={}", conf.display()))
-        .arg("relay")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start strfry");
-    let s = Strfry(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "strfry did not listen on 127.0.0.1:{port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
-}
 
 fn sign(keys: &Keys, kind: u16, tags: Vec<Vec<String>>) -> Event {
     let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
@@ -91,15 +42,11 @@ async fn publish(port: u16, events: &[Event]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_sees_events_published_to_a_running_strfry() {
-    let Some(bin) = strfry_bin() else {
-        println!("skipped: no strfry");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _strfry = start_strfry(&bin, dir.path(), port);
+    let Some(bin) = binary_or_skip("reader_sees_events_published_to_a_running_strfry") else { return };
+    let strfry = Strfry::start(&bin, "  auth {\n    enabled = false\n  }");
+    let port = strfry.port;
     // strfry creates its database at start; open the reader now and keep it open throughout.
-    let db_dir = dir.path().join("db");
+    let db_dir = strfry.db.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     let db = loop {
         match StrfryDb::open(&db_dir) {

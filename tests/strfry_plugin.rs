@@ -5,16 +5,14 @@ mod support;
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
-use support::strfry::{self, Strfry};
+use support::strfry;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strfry_with_the_plugin_stores_exactly_the_accepted_fixture_events() {
     let Some(bin) = strfry::binary_or_skip("strfry_plugin") else { return };
     let work = tempfile::tempdir().unwrap();
-    let config = write_config(work.path(), "");
-    let plugin_cmd = format!("{} plugin --config {}", env!("CARGO_BIN_EXE_grasp-sync"), config.display());
-    let relay = Strfry::start(&bin, &format!("  writePolicy {{\n    plugin = \"{plugin_cmd}\"\n  }}"));
+    let relay = strfry::host_with_plugin(&bin, work.path(), SERVICE);
     let manifest = manifest();
     let events: Vec<Value> = fixture_events().into_iter().map(|(_, e)| e).collect();
 

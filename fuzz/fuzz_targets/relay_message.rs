@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: see `grasp_sync::fuzz_checks::relay` for the input format and the invariants.
+//! Fuzz target: see `grasp_sync::testkit::fuzz_checks::relay` for the input format and the invariants.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| grasp_sync::fuzz_checks::relay::check(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| grasp_sync::testkit::fuzz_checks::relay::check(data));

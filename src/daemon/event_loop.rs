@@ -34,6 +34,25 @@ const STATUS_EVERY: Duration = Duration::from_millis(100);
 /// Least time between two copies of the repo index handed to the engine.
 const INDEX_EVERY: Duration = Duration::from_millis(50);
 
+/// How long the state keeps a relay the engine no longer tracks (at least `quick_reconnect_secs`).
+const PERSIST_UNTRACKED_SECS: u64 = 24 * 3600;
+
+/// Events waiting for a retry after a host refusal other than `blocked:`, at most.
+const RETRY_LIMIT: usize = 10_000;
+/// Tries of one event before it is given up (and forgotten by the view, so a later fetch of it
+/// is decided again); the waits double from 1 s up to [`RETRY_MAX_WAIT`].
+const RETRY_ATTEMPTS: u32 = 12;
+const RETRY_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// An event the host refused for a reason that can pass (its plugin restarting, an internal error).
+#[derive(Debug)]
+struct Retry {
+    due: tokio::time::Instant,
+    note: Note,
+    source: Option<RelayUrl>,
+    attempts: u32,
+}
+
 /// Per-relay outcomes of what it sent us.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counters {
@@ -67,6 +86,11 @@ pub(super) struct EventLoop {
     /// Last status seen per relay, to log each change once.
     last_status: HashMap<String, &'static str>,
     host_connected: bool,
+    /// Events refused by the host for a passing reason, oldest first.
+    retries: VecDeque<Retry>,
+    /// Tries so far per event id (only while it is being retried).
+    attempts: HashMap<String, u32>,
+    host_refusals: u64,
 }
 
 impl EventLoop {
@@ -104,6 +128,9 @@ impl EventLoop {
             relays,
             last_status: HashMap::new(),
             host_connected: false,
+            retries: VecDeque::new(),
+            attempts: HashMap::new(),
+            host_refusals: 0,
         }
     }
 
@@ -220,12 +247,13 @@ impl EventLoop {
                     continue;
                 }
             };
-            match self.policy.decide_and_record(&mut self.view, &facts) {
+            let (verdict, change) = self.policy.decide_and_apply(&mut self.view, &facts);
+            match verdict {
                 Verdict::Accept(_) => {
                     if write {
                         self.outbox.push_back((note, source));
                     }
-                    self.index_dirty |= self.index.apply_accepted(self.policy.service(), &self.view, &facts);
+                    self.index_dirty |= self.index.apply_change(self.policy.service(), &self.view, &change);
                     let unlocked = self.rejected().unlocked_by(&facts);
                     work.extend(unlocked.into_iter().map(|(n, _, since)| (n, None, true, Some(since))));
                 }
@@ -255,16 +283,55 @@ impl EventLoop {
             Outcome::Rejected(msg) => {
                 c.rejected += 1;
                 tracing::info!(id = %r.note.id, kind = r.note.kind, reason = %msg, "host refused an event");
-                if msg.starts_with("blocked:") {
-                    if let Ok(facts) = Facts::from_note(&r.note) {
-                        self.rejected().hold(r.note.clone(), facts, now());
-                    }
-                }
+                self.on_refused(r.note.clone(), r.source.clone(), msg);
             }
         }
         if matches!(r.outcome, Outcome::Stored | Outcome::Duplicate) {
+            self.attempts.remove(&r.note.id);
             self.store.host_has(&r.note);
         }
+    }
+
+    /// The host refused an event the policy here accepted: the view must not count it. A
+    /// `blocked:` refusal is the host's policy speaking (held as rejected, like our own
+    /// rejections); `invalid:` will not change; anything else (strfry's `error: internal error`
+    /// while its plugin restarts) is retried with backoff.
+    fn on_refused(&mut self, note: Note, source: Option<RelayUrl>, msg: &str) {
+        let Ok(facts) = Facts::from_note(&note) else { return };
+        let transient = !(msg.starts_with("blocked:") || msg.starts_with("invalid:"));
+        if transient {
+            self.host_refusals += 1;
+            let attempts = self.attempts.entry(note.id.clone()).or_default();
+            *attempts += 1;
+            let attempts = *attempts;
+            if attempts < RETRY_ATTEMPTS && self.retries.len() < RETRY_LIMIT {
+                let wait = Duration::from_secs(1u64 << (attempts - 1).min(16)).min(RETRY_MAX_WAIT);
+                self.retries.push_back(Retry { due: tokio::time::Instant::now() + wait, note, source, attempts });
+                return;
+            }
+            tracing::warn!(id = %note.id, attempts, "host keeps refusing an event; giving up on it for now");
+            self.attempts.remove(&note.id);
+        }
+        let change = self.view.forget(&facts.id);
+        self.index_dirty |= self.index.apply_change(self.policy.service(), &self.view, &change);
+        if msg.starts_with("blocked:") {
+            self.rejected().hold(note, facts, now());
+        }
+    }
+
+    /// Retries whose wait is over go back to the outbox.
+    fn due_retries(&mut self) {
+        let now = tokio::time::Instant::now();
+        let mut waiting = VecDeque::with_capacity(self.retries.len());
+        while let Some(r) = self.retries.pop_front() {
+            if r.due <= now {
+                tracing::debug!(id = %r.note.id, attempt = r.attempts + 1, "retrying an event the host refused");
+                self.outbox.push_back((r.note, r.source));
+            } else {
+                waiting.push_back(r);
+            }
+        }
+        self.retries = waiting;
     }
 
     fn on_stream(&mut self, ev: StreamEvent) {
@@ -284,10 +351,12 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
+        self.due_retries();
         let settled = self.rejected().expire(now());
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");
         }
+        self.metrics.tick();
     }
 
     /// Logs each relay status change.
@@ -314,10 +383,14 @@ impl EventLoop {
     /// forgotten; before it has started them, what was saved is kept).
     fn collect_persisted(&mut self) {
         let persisted = self.engine.persisted();
-        if persisted.is_empty() {
-            return;
-        }
-        self.relays = persisted.into_iter().map(|(url, p)| (url.to_string(), p)).collect();
+        // Relays the engine no longer tracks are forgotten once a restart could not resume them
+        // quickly anyway (their entry would only save a negentropy probe).
+        let keep_after = now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
+        self.relays.retain(|url, r| {
+            persisted.keys().any(|u| u.as_str() == url)
+                || r.disconnected_at.or(r.last_connected).is_some_and(|t| t >= keep_after)
+        });
+        self.relays.extend(persisted.into_iter().map(|(url, p)| (url.to_string(), p)));
     }
 
     fn refresh_metrics(&mut self) {
@@ -346,7 +419,10 @@ impl EventLoop {
         // Up only when both the host's event stream and the ingest connection are.
         let host_connected =
             self.host_connected && self.ingest.stats.connected.load(std::sync::atomic::Ordering::Relaxed) > 0;
-        let held = self.rejected().held_len();
+        let (held, settled, reopened, too_large) = {
+            let r = self.rejected();
+            (r.held_len(), r.settled_len(), r.reopened(), r.too_large())
+        };
         self.metrics.update(|s| {
             s.repos = self.index.len();
             s.root_events = self.index.root_count();
@@ -359,6 +435,12 @@ impl EventLoop {
             s.ingest_queue = queue;
             s.host_connected = host_connected;
             s.events_pending_retry = held;
+            s.events_settled = settled;
+            s.events_reopened = reopened;
+            s.events_too_large = too_large;
+            s.host_refusals = self.host_refusals
+                + self.ingest.stats.transient_refusals.load(std::sync::atomic::Ordering::Relaxed) as u64;
+            s.host_retries_pending = self.retries.len();
             s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
         });
         // What each relay is synced for, from the index itself (recounted when either changes).
@@ -393,6 +475,7 @@ impl EventLoop {
                     + r.events_invalid
                     + r.events_unmatched
                     + r.events_unknown_subscription;
+                m.events_host_rejected = c.rejected;
                 m.connection_attempts = r.dial_attempts;
                 m.historic_done = r.historic_batches_done as usize;
                 m.historic_total = r.historic_batches_done as usize + r.historic_batches_open;
@@ -443,13 +526,19 @@ impl EventLoop {
                 }
             }
         }
-        let saved = SavedState {
-            version: STATE_VERSION,
-            saved_at: t,
-            relays,
-            settled_rejected: self.rejected().settled_notes().cloned().collect(),
-            unsent,
-        };
+        // Settled rejected events are written only when they changed.
+        let dirty = self.rejected().take_settled_dirty();
+        if dirty {
+            let result = {
+                let r = self.rejected();
+                state::save_settled(&self.cfg.state.dir, r.settled_notes())
+            };
+            if let Err(e) = result {
+                self.rejected().mark_settled_dirty();
+                return Err(e);
+            }
+        }
+        let saved = SavedState { version: STATE_VERSION, saved_at: t, relays, settled_rejected: Vec::new(), unsent };
         state::save(&self.cfg.state.dir, &saved)
     }
 }

@@ -70,8 +70,26 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let (db, built, last_lev) = match &cfg.host.strfry_db {
         Some(path) => {
             let lmdb_err = |e: &dyn std::fmt::Display| StartError::Lmdb { path: path.clone(), error: e.to_string() };
-            let db = Arc::new(StrfryDb::open(path).map_err(|e| lmdb_err(&e))?);
-            let (built, last_lev, took) = load_index(&db, &policy).map_err(|e| lmdb_err(&e))?;
+            // Reading a large database takes seconds: off the async workers, so status is served
+            // meanwhile.
+            let (open_path, open_policy) = (path.clone(), policy.clone());
+            let opened = tokio::task::spawn_blocking(move || {
+                let db = StrfryDb::open(&open_path).map_err(|e| e.to_string())?;
+                let loaded = load_index(&db, &open_policy).map_err(|e| e.to_string())?;
+                Ok::<_, String>((db, loaded))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("index build stopped: {e}")))
+            .map_err(|e| lmdb_err(&e));
+            let (db, (built, last_lev, took)) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    server.abort();
+                    let _ = server.await;
+                    return Err(e);
+                }
+            };
+            let db = Arc::new(db);
             tracing::info!(
                 repos = built.index.len(),
                 roots = built.index.root_count(),
@@ -85,14 +103,25 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
             Some(built) => (None, built, 0),
             None => {
                 server.abort();
+                let _ = server.await;
                 tracing::info!("stopped before the host answered");
                 return Ok(());
             }
         },
     };
 
-    let mut rejected = RejectedIndex::new(RejectedLimits::default());
-    rejected.restore_settled(saved.settled_rejected.iter().cloned());
+    let mut rejected = RejectedIndex::new(RejectedLimits {
+        hold_secs: cfg.rejected.hold_secs,
+        max_held: cfg.rejected.max_held,
+        max_held_bytes: cfg.rejected.max_held_bytes,
+        ..RejectedLimits::default()
+    });
+    // State files of earlier versions carried the settled events themselves.
+    let legacy = saved.settled_rejected.iter().cloned();
+    rejected.restore_settled(legacy.chain(state::load_settled(&cfg.state.dir)));
+    if !saved.settled_rejected.is_empty() {
+        rejected.mark_settled_dirty();
+    }
     let rejected = Arc::new(Mutex::new(rejected));
     let store = Arc::new(HostStore::new(db.clone(), rejected.clone()));
 
@@ -160,12 +189,16 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         _ => Vec::new(),
     };
     unsent.extend(event_loop.take_outbox());
+    // Aborted tasks are awaited: only then are their sockets (the metrics listener above all) and
+    // strfry's database handle released, so a daemon started right after this one returns can bind
+    // the same address.
     stream_task.abort();
+    let _ = stream_task.await;
     if let Some(t) = follow_task {
         t.abort();
+        let _ = t.await;
     }
     server.abort();
-    // The listener is closed once the task is gone: a restart can bind the same address.
     let _ = server.await;
     event_loop.save_state(unsent, true)?;
     tracing::info!("stopped");

@@ -12,6 +12,8 @@ use crate::engine::relays::PersistedRelay;
 use crate::policy::Note;
 
 pub const STATE_FILE: &str = "state.json";
+/// Settled rejected events (compact), written only when they change.
+pub const SETTLED_FILE: &str = "settled.json";
 pub const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -21,7 +23,9 @@ pub struct SavedState {
     pub saved_at: u64,
     /// Relay URL → what is kept of it across restarts.
     pub relays: BTreeMap<String, PersistedRelay>,
-    /// Events the policy refused for good, compact (they join negentropy local sets).
+    /// Read from state files of earlier versions only: settled rejected events now live in
+    /// [`SETTLED_FILE`], written when they change rather than with every state save.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settled_rejected: Vec<Note>,
     /// Events fetched but not yet written to the host when the daemon stopped.
     pub unsent: Vec<Note>,
@@ -61,12 +65,38 @@ pub fn load(dir: &Path) -> Result<Option<SavedState>, StateError> {
 
 /// Writes the state atomically.
 pub fn save(dir: &Path, state: &SavedState) -> Result<(), StateError> {
+    write_atomic(dir, STATE_FILE, state)
+}
+
+/// Writes the settled rejected events (compact, oldest first) atomically.
+pub fn save_settled<'a>(dir: &Path, notes: impl Iterator<Item = &'a Note>) -> Result<(), StateError> {
+    let notes: Vec<&Note> = notes.collect();
+    write_atomic(dir, SETTLED_FILE, &notes)
+}
+
+/// Loads the settled rejected events; none when the file is missing. An unreadable file is moved
+/// aside (those ids are then fetched and decided again, nothing is lost).
+pub fn load_settled(dir: &Path) -> Vec<Note> {
+    let path = dir.join(SETTLED_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Vec::new() };
+    match serde_json::from_str::<Vec<Note>>(&text) {
+        Ok(notes) => notes,
+        Err(e) => {
+            let aside = dir.join(format!("{SETTLED_FILE}.unreadable-{}", now()));
+            let _ = std::fs::rename(&path, &aside);
+            tracing::warn!(path = %path.display(), error = %e, "settled rejected events unreadable; moved aside");
+            Vec::new()
+        }
+    }
+}
+
+fn write_atomic<T: Serialize + ?Sized>(dir: &Path, name: &str, value: &T) -> Result<(), StateError> {
     std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { dir: dir.to_path_buf(), source })?;
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut f, state).map_err(std::io::Error::other)?;
+        serde_json::to_writer(&mut f, value).map_err(std::io::Error::other)?;
         f.write_all(b"\n")?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -117,7 +147,9 @@ mod tests {
             sig: String::new(),
         });
         save(dir.path(), &s).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), Some(s));
+        assert_eq!(load(dir.path()).unwrap(), Some(s.clone()));
+        save_settled(dir.path(), s.settled_rejected.iter()).unwrap();
+        assert_eq!(load_settled(dir.path()), s.settled_rejected);
         assert!(!dir.path().join("state.json.tmp").exists());
     }
 

@@ -10,10 +10,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::index::{announcement_relays, RepoSyncIndex};
-use crate::policy::event::is_root_kind;
-use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
-use crate::policy::{AcceptedSet, AcceptedView, Facts, Id, Policy, Reason, RepoCoord, Verdict};
+use super::index::RepoSyncIndex;
+use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_STATE};
+use crate::policy::{AcceptedSet, AcceptedView, Facts, Id, Policy, RepoCoord};
 
 /// Read access to a host's stored events, enough to rebuild the accepted view.
 pub trait EventSource {
@@ -101,21 +100,14 @@ fn newest_per_address(events: Vec<Facts>) -> Vec<Facts> {
 
 /// Rebuilds the accepted view and the repo index from a host's store.
 pub fn build<S: EventSource>(policy: &Policy, source: &mut S) -> Result<Built, S::Error> {
-    let mut b = Builder { policy, source, view: AcceptedSet::new(), roots: Vec::new(), stats: BuildStats::default() };
-    let anns = b.announcements()?;
-    let states = b.states()?;
-    b.references(&anns, &states)?;
-
-    let mut index = RepoSyncIndex::new();
-    for ann in &anns {
-        let (Some(coord), Some(tags)) = (ann.own_coord(), &ann.announcement) else { continue };
-        let (relays, ignored) = announcement_relays(policy.service(), tags);
-        index.upsert_announced(coord, relays, ignored);
-    }
-    for (coord, id) in &b.roots {
-        index.add_root(coord, *id);
-    }
+    let mut b = Builder { policy, source, view: AcceptedSet::new(), stats: BuildStats::default() };
+    b.deletions()?;
+    b.announcements()?;
+    b.states()?;
+    b.references()?;
+    let index = RepoSyncIndex::from_view(policy.service(), &b.view);
     let mut stats = b.stats;
+    stats.accepted_announcements = b.view.all_announcements().count();
     stats.accepted_events = b.view.event_count();
     Ok(Built { accepted: b.view, index, stats })
 }
@@ -124,68 +116,52 @@ struct Builder<'a, S> {
     policy: &'a Policy,
     source: &'a mut S,
     view: AcceptedSet,
-    /// Root events and the accepted repositories they tag.
-    roots: Vec<(RepoCoord, Id)>,
     stats: BuildStats,
 }
 
 impl<S: EventSource> Builder<'_, S> {
-    /// Accepted announcements, decided to a fixpoint per `d`.
-    fn announcements(&mut self) -> Result<Vec<Facts>, S::Error> {
+    /// Deletions first: what they delete is never counted, whatever the storage order.
+    fn deletions(&mut self) -> Result<(), S::Error> {
+        self.stats.lookups += 1;
+        for f in self.source.events_of_kind(KIND_DELETION)? {
+            self.view.record(&f, false);
+        }
+        Ok(())
+    }
+
+    /// The newest announcement per author and `d`; the view decides which are anchored (the
+    /// maintainer chain reaches a fixpoint whatever the order they are recorded in).
+    fn announcements(&mut self) -> Result<(), S::Error> {
         self.stats.lookups += 1;
         let all = newest_per_address(self.source.events_of_kind(KIND_ANNOUNCEMENT)?);
         self.stats.announcements = all.len();
-        let mut by_d: HashMap<String, Vec<Facts>> = HashMap::new();
-        for f in all {
-            if let Some(d) = f.d.clone() {
-                by_d.entry(d).or_default().push(f);
-            }
+        for f in all.iter().filter(|f| f.d.is_some()) {
+            self.view.record(f, self.policy.lists_service(f));
         }
-        let mut accepted = Vec::new();
-        for (_, mut pending) in by_d {
-            loop {
-                let before = pending.len();
-                let mut i = 0;
-                while i < pending.len() {
-                    let verdict = self.policy.decide(&self.view, &pending[i]);
-                    if verdict.is_accept() {
-                        let f = pending.swap_remove(i);
-                        self.view.record(&f, verdict == Verdict::Accept(Reason::ListsService));
-                        accepted.push(f);
-                    } else {
-                        i += 1;
-                    }
-                }
-                if pending.len() == before {
-                    break;
-                }
-            }
-        }
-        self.stats.accepted_announcements = accepted.len();
-        Ok(accepted)
+        Ok(())
     }
 
-    /// Accepted state events (they depend on announcements only).
-    fn states(&mut self) -> Result<Vec<Facts>, S::Error> {
+    /// State events (they depend on announcements only).
+    fn states(&mut self) -> Result<(), S::Error> {
         self.stats.lookups += 1;
-        let mut accepted = Vec::new();
         for f in newest_per_address(self.source.events_of_kind(KIND_STATE)?) {
-            if self.policy.decide(&self.view, &f).is_accept() {
+            if f.d.is_some() {
                 self.view.record(&f, false);
-                accepted.push(f);
+                self.stats.accepted_states += usize::from(self.view.has_event(&f.id));
             }
         }
-        self.stats.accepted_states = accepted.len();
-        Ok(accepted)
+        Ok(())
     }
 
     /// Follows references from accepted repositories and events until nothing new is accepted.
-    fn references(&mut self, anns: &[Facts], states: &[Facts]) -> Result<(), S::Error> {
+    fn references(&mut self) -> Result<(), S::Error> {
         // Accepted announcements and states are in the view already; their ids and references
         // start the walk.
-        let mut queue: VecDeque<(Id, Vec<Id>)> = anns.iter().chain(states).map(|f| (f.id, f.id_refs.clone())).collect();
-        for ann in anns {
-            let Some(coord) = ann.own_coord() else { continue };
+        let mut queue: VecDeque<(Id, Vec<Id>)> =
+            self.view.accepted_ids().map(|id| (*id, self.view.held_id_refs(id).to_vec())).collect();
+        let coords: Vec<RepoCoord> =
+            self.view.all_announcements().map(|(d, a)| RepoCoord { pubkey: a.pubkey, d: d.to_string() }).collect();
+        for coord in coords {
             let value = coord.to_string();
             for letter in REPO_LETTERS {
                 let found = self.tagged(letter, &value)?;
@@ -231,20 +207,17 @@ impl<S: EventSource> Builder<'_, S> {
     /// Decides candidates found through a reference; accepted ones join the walk.
     fn offer(&mut self, found: Vec<Facts>, queue: &mut VecDeque<(Id, Vec<Id>)>) {
         for f in found {
-            // Announcements and state have rules of their own, already applied in full.
-            if matches!(f.kind, KIND_ANNOUNCEMENT | KIND_STATE) || self.view.has_event(&f.id) {
+            // Announcements, states and deletions have rules of their own, already applied.
+            if matches!(f.kind, KIND_ANNOUNCEMENT | KIND_STATE | KIND_DELETION) || self.view.has_event(&f.id) {
                 continue;
             }
             if !self.policy.decide(&self.view, &f).is_accept() {
                 continue;
             }
             self.view.record(&f, false);
-            if is_root_kind(f.kind) {
-                for c in f.repo_refs.iter().filter(|c| self.view.has_repo(c)) {
-                    self.roots.push((c.clone(), f.id));
-                }
+            if self.view.has_event(&f.id) {
+                queue.push_back((f.id, f.id_refs));
             }
-            queue.push_back((f.id, f.id_refs));
         }
     }
 }
@@ -313,5 +286,7 @@ impl EventSource for MemorySource {
     }
 }
 
+#[cfg(test)]
+mod agree_tests;
 #[cfg(test)]
 mod tests;

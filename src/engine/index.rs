@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::policy::event::{is_root_kind, AnnouncementTags, KIND_ANNOUNCEMENT, KIND_DELETION};
+use crate::policy::event::{is_root_kind, AnnouncementTags};
 use crate::policy::view::select_announced_relays;
-use crate::policy::{maintainer_closure, AcceptedView, Facts, Id, IgnoredRelays, RelayUrl, RepoCoord};
+use crate::policy::{AcceptedSet, AcceptedView, Change, Id, IgnoredRelays, RelayUrl, RepoCoord};
 
 /// Relays taken from one announcement at most; the rest are ignored (announcements are untrusted).
 pub const MAX_RELAYS_PER_ANNOUNCEMENT: usize = crate::policy::view::MAX_ANNOUNCED_RELAYS;
@@ -26,8 +26,6 @@ pub struct RepoSyncIndex {
     /// `d` → owners of the indexed repositories with that `d`, so that an announcement updates
     /// its `d` without a scan of every repository.
     owners: HashMap<String, BTreeSet<Id>>,
-    /// Root event id → its author, so that only the author's deletion removes it.
-    root_authors: HashMap<Id, Id>,
 }
 
 impl RepoSyncIndex {
@@ -68,9 +66,6 @@ impl RepoSyncIndex {
                 self.owners.remove(&coord.d);
             }
         }
-        for id in &entry.root_events {
-            self.root_authors.remove(id);
-        }
         Some(entry)
     }
 
@@ -81,7 +76,6 @@ impl RepoSyncIndex {
 
     /// Forgets a root event wherever it is recorded (deleted). Returns whether it was known.
     pub fn remove_root(&mut self, id: &Id) -> bool {
-        self.root_authors.remove(id);
         let mut found = false;
         for entry in self.repos.values_mut() {
             found |= entry.root_events.remove(id);
@@ -89,60 +83,74 @@ impl RepoSyncIndex {
         found
     }
 
-    /// Applies an event the policy accepted (recorded in `view` already): announcements add,
-    /// update or remove repositories with their `d` (the maintainer chain is recomputed), root
-    /// events tagging an indexed repository are added, and an author's deletion removes their
-    /// repository or root event. Returns whether the index changed.
-    pub fn apply_accepted(&mut self, service: &RelayUrl, view: &impl AcceptedView, facts: &Facts) -> bool {
-        match facts.kind {
-            KIND_ANNOUNCEMENT => facts.d.as_deref().is_some_and(|d| self.refresh_d(service, view, d)),
-            KIND_DELETION => {
-                let mut changed = false;
-                for coord in facts.repo_refs.iter().filter(|c| c.pubkey == facts.pubkey) {
-                    changed |= self.remove_repo(coord).is_some();
-                }
-                for id in &facts.id_refs {
-                    if self.root_authors.get(id) == Some(&facts.pubkey) {
-                        changed |= self.remove_root(id);
-                    }
-                }
-                changed
-            }
-            k if is_root_kind(k) => {
-                let mut changed = false;
-                for coord in &facts.repo_refs {
-                    if self.add_root(coord, facts.id) {
-                        self.root_authors.insert(facts.id, facts.pubkey);
-                        changed = true;
-                    }
-                }
-                changed
-            }
-            _ => false,
+    /// Follows a change of the accepted view: the anchored announcements of each changed `d`
+    /// add, update or remove repositories, and root events follow what the view accepts (all
+    /// of them again after a recompute). Returns whether the index changed.
+    pub fn apply_change(&mut self, service: &RelayUrl, view: &AcceptedSet, change: &Change) -> bool {
+        let mut changed = false;
+        for d in &change.ds {
+            changed |= self.refresh_d(service, view, d);
         }
+        if change.recomputed {
+            for (coord, entry) in self.repos.iter_mut() {
+                let roots: BTreeSet<Id> = view.roots_of(coord).into_iter().collect();
+                if entry.root_events != roots {
+                    entry.root_events = roots;
+                    changed = true;
+                }
+            }
+            return changed;
+        }
+        for id in &change.removed {
+            changed |= self.remove_root(id);
+        }
+        for id in &change.accepted {
+            let Some((kind, refs)) = view.held_refs(id) else { continue };
+            if is_root_kind(kind) {
+                for c in refs {
+                    changed |= self.add_root(c, *id);
+                }
+            }
+        }
+        changed
     }
 
-    /// Recomputes which announcements with this `d` are synced: those listing the service and the
-    /// recursive maintainers they name.
-    pub fn refresh_d(&mut self, service: &RelayUrl, view: &impl AcceptedView, d: &str) -> bool {
+    /// The index of everything `view` accepts.
+    pub fn from_view(service: &RelayUrl, view: &AcceptedSet) -> Self {
+        let mut index = RepoSyncIndex::new();
+        let ds: BTreeSet<&str> = view.all_announcements().map(|(d, _)| d).collect();
+        for d in ds {
+            index.refresh_d(service, view, d);
+        }
+        index
+    }
+
+    /// Makes the repositories with this `d` the anchored announcements of the view (relays
+    /// without this service); a repository new to the index takes the view's accepted roots.
+    pub fn refresh_d(&mut self, service: &RelayUrl, view: &AcceptedSet, d: &str) -> bool {
         let anns = view.announcements(d);
-        let anchored = maintainer_closure(anns, anns.iter().filter(|a| a.lists_service).map(|a| a.pubkey));
         let stale: Vec<RepoCoord> = self
             .owners
             .get(d)
             .into_iter()
             .flatten()
-            .filter(|pk| !anchored.contains(*pk))
+            .filter(|pk| !anns.iter().any(|a| a.pubkey == **pk))
             .map(|pk| RepoCoord { pubkey: *pk, d: d.to_string() })
             .collect();
         let mut changed = !stale.is_empty();
         for coord in stale {
             self.remove_repo(&coord);
         }
-        for ann in anns.iter().filter(|a| anchored.contains(&a.pubkey)) {
+        for ann in anns {
             let relays = ann.relays.iter().filter(|r| !r.same_endpoint(service)).cloned().collect();
             let coord = RepoCoord { pubkey: ann.pubkey, d: d.to_string() };
-            changed |= self.upsert_announced(coord, relays, ann.ignored_relays);
+            let new = !self.repos.contains_key(&coord);
+            changed |= self.upsert_announced(coord.clone(), relays, ann.ignored_relays);
+            if new {
+                if let Some(e) = self.repos.get_mut(&coord) {
+                    e.root_events = view.roots_of(&coord).into_iter().collect();
+                }
+            }
         }
         changed
     }
@@ -254,7 +262,8 @@ mod tests {
 #[cfg(test)]
 mod apply_tests {
     use super::*;
-    use crate::policy::event::KIND_ISSUE;
+    use crate::policy::event::{KIND_DELETION, KIND_ISSUE};
+    use crate::policy::Facts;
     use crate::policy::{AcceptedSet, Policy};
 
     const S: &str = "wss://grasp.example.com";
@@ -273,6 +282,7 @@ mod apply_tests {
             repo_refs,
             id_refs,
             announcement: None,
+            grasp_servers: Vec::new(),
         }
     }
 
@@ -291,11 +301,9 @@ mod apply_tests {
             }
         }
         fn offer(&mut self, f: Facts) -> bool {
-            let accepted = self.policy.decide_and_record(&mut self.view, &f).is_accept();
-            if accepted {
-                self.index.apply_accepted(self.policy.service(), &self.view, &f);
-            }
-            accepted
+            let (verdict, change) = self.policy.decide_and_apply(&mut self.view, &f);
+            self.index.apply_change(self.policy.service(), &self.view, &change);
+            verdict.is_accept()
         }
         fn coords(&self) -> Vec<(u8, String)> {
             self.index.repos().map(|(c, _)| (c.pubkey[0], c.d.clone())).collect()
@@ -325,7 +333,7 @@ mod apply_tests {
         w.offer(ann(2, "r", &["wss://b.example"], &[], 1));
         assert!(w.offer(other(50, 7, KIND_ISSUE, vec![coord(1, "r")], vec![])));
         assert_eq!(w.index.root_count(), 1);
-        assert!(w.offer(ann(1, "r", &["wss://elsewhere.example"], &[2], 2)));
+        assert!(w.offer(ann(1, "r", &["wss://elsewhere.example"], &[2], 3)));
         assert!(w.index.is_empty(), "no announcement lists us any more: {:?}", w.coords());
     }
 
@@ -342,6 +350,43 @@ mod apply_tests {
         assert_eq!(w.index.root_count(), 0);
         w.offer(other(62, 1, KIND_DELETION, vec![coord(1, "r")], vec![]));
         assert!(w.index.is_empty());
+    }
+
+    #[test]
+    fn a_maintainers_update_does_not_bring_back_a_deleted_repository() {
+        let mut w = World::new();
+        w.offer(ann(1, "r", &[S, "wss://a.example"], &[2], 1));
+        w.offer(ann(2, "r", &["wss://b.example"], &[1], 1));
+        w.offer(other(50, 7, KIND_ISSUE, vec![coord(1, "r")], vec![]));
+        assert_eq!(w.coords().len(), 2);
+        // The owner deletes the repository: both leave the index, and so do their relays.
+        assert!(w.offer(other(62, 1, KIND_DELETION, vec![coord(1, "r")], vec![])));
+        assert!(w.index.is_empty(), "{:?}", w.coords());
+        assert!(!w.offer(ann(2, "r", &["wss://b.example", "wss://c.example"], &[1], 5)));
+        assert!(w.index.is_empty(), "{:?}", w.coords());
+    }
+
+    #[test]
+    fn a_deleted_or_moved_repository_leaves_the_sync_targets() {
+        use crate::engine::targets::{derive_relay_targets, TargetRules};
+        let mut w = World::new();
+        w.offer(ann(1, "r", &[S, "wss://a.example", "wss://shared.example"], &[], 1));
+        w.offer(ann(3, "q", &[S, "wss://shared.example", "wss://c.example"], &[], 1));
+        w.offer(other(50, 7, KIND_ISSUE, vec![coord(1, "r")], vec![]));
+        let rules = TargetRules { allow_private_addresses: true, ..TargetRules::default() };
+        let relays = |w: &World| -> Vec<String> {
+            derive_relay_targets(&w.index, w.policy.service(), &rules).relays.keys().map(|u| u.to_string()).collect()
+        };
+        assert_eq!(relays(&w), ["wss://a.example", "wss://c.example", "wss://shared.example"]);
+        // The owner of `r` deletes it: its own relay goes, the shared one stays for `q` only.
+        assert!(w.offer(other(62, 1, KIND_DELETION, vec![coord(1, "r")], vec![])));
+        assert_eq!(relays(&w), ["wss://c.example", "wss://shared.example"]);
+        let t = derive_relay_targets(&w.index, w.policy.service(), &rules);
+        let shared = t.get(&RelayUrl::parse("wss://shared.example").unwrap()).unwrap();
+        assert_eq!((shared.repos.len(), shared.root_events.len()), (1, 0));
+        // The owner of `q` moves it elsewhere: nothing is left to sync.
+        assert!(w.offer(ann(3, "q", &["wss://elsewhere.example"], &[], 2)));
+        assert!(relays(&w).is_empty());
     }
 
     #[test]
@@ -387,9 +432,10 @@ mod abuse_tests {
             let service = RelayUrl::parse(S).unwrap();
             let policy = Policy::new(service.clone(), false);
             let mut view = AcceptedSet::new();
-            prop_assert!(policy.decide_and_record(&mut view, &facts).is_accept());
+            let (verdict, change) = policy.decide_and_apply(&mut view, &facts);
+            prop_assert!(verdict.is_accept());
             let mut live = RepoSyncIndex::new();
-            live.apply_accepted(&service, &view, &facts);
+            live.apply_change(&service, &view, &change);
             let (relays, ignored) = announcement_relays(&service, facts.announcement.as_ref().unwrap());
             let entry = live.get(&RepoCoord { pubkey: [1; 32], d: "r".into() }).unwrap();
             prop_assert_eq!(&entry.relays, &relays);

@@ -5,7 +5,6 @@
 
 pub mod build;
 pub(crate) mod coordinator;
-pub mod flood;
 pub mod index;
 pub(crate) mod layers;
 pub(crate) mod lifecycle;

@@ -219,12 +219,13 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             r.closed_unneeded = false;
             r.health = Some(if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy });
         });
-        let conn = Connection::new(ws, s.payload_limit, counters.clone());
+        let conn = Connection::with_liveness(ws, s.payload_limit, counters.clone(), s.liveness);
         let (end, m, last_data) = session::run(&ctx, mem, conn, degraded_until, &mut target, strategy).await;
         mem = m;
-        // The quick-reconnect `since` counts from the last data received, not from when the
-        // loss was noticed.
-        mem.state.disconnected_at = Some(last_data.unwrap_or_else(unix_now).max(now));
+        // The relay was last heard from then: the quick-reconnect `since` counts from the last
+        // data received, not from when the loss was noticed.
+        let heard = counters.last_data_unix().or(last_data);
+        mem.state.disconnected_at = Some(heard.map_or_else(unix_now, |t| t.max(now)));
         ctx.status.update(&ctx.url, |r| {
             r.persisted.last_connected = mem.state.last_connected;
             r.persisted.disconnected_at = mem.state.disconnected_at;

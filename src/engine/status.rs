@@ -52,6 +52,8 @@ pub struct SyncSettings {
     pub stable_session: Duration,
     /// Longest a frame may take to be written before the connection counts as lost.
     pub send_timeout: Duration,
+    /// Keepalive, pong, send and close deadlines of every connection.
+    pub liveness: crate::remote::conn::Liveness,
     /// Misbehaviour budgets and the live event rate per connection.
     pub abuse: crate::remote::abuse::AbuseLimits,
     /// How often confirmed items outside the live hot set are caught up by negentropy.
@@ -89,6 +91,7 @@ impl Default for SyncSettings {
             historic_retry: Duration::from_secs(600),
             stable_session: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
+            liveness: crate::remote::conn::Liveness::default(),
             abuse: crate::remote::abuse::AbuseLimits::default(),
             sweep_interval: Duration::from_secs(3600),
             consolidation_interval: Duration::from_secs(60),

@@ -4,7 +4,7 @@
 //! applying the relay rules: never our own service, no local or private addresses unless
 //! allowed, at most `max_relays` relays (bootstrap relays always kept).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use crate::engine::index::RepoSyncIndex;
@@ -180,21 +180,29 @@ fn refusal(url: &RelayUrl, service: &RelayUrl, rules: &TargetRules) -> Option<Re
 ///
 /// A relay serves a repository when the repository's announcement lists it; it then serves the
 /// repository's root events too. When more than `rules.max_relays` relays qualify, bootstrap
-/// relays are kept first, then relays serving more repositories, then more root events, then
-/// URL order; the rest are refused as [`RefusedReason::OverLimit`] and counted in `overflow`.
+/// relays are kept first, then the others by rank: distinct authors of the repositories with
+/// accepted activity (root events) that list the relay, then distinct authors of all the
+/// repositories listing it, then root events, then URL order. Authors, not announcements: anyone
+/// can publish many announcements listing this service, so what one key announces counts once,
+/// and relays of repositories nobody writes to rank below those of active ones. The rest are
+/// refused as [`RefusedReason::OverLimit`] and counted in `overflow`.
 ///
 /// The ranking pass only counts, and item sets are built for the chosen relays alone, so a
-/// flood of listed relays costs one counter each, not a copy of their repositories.
+/// flood of listed relays costs one small set each, not a copy of their repositories.
 pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rules: &TargetRules) -> Targets {
-    // Pass 1: how many repositories and root events want each relay (borrowed, nothing cloned).
-    let mut weight: HashMap<&RelayUrl, (usize, usize)> = HashMap::new();
-    for (_, entry) in repo_index.repos() {
+    // Pass 1: who wants each relay (borrowed, nothing cloned).
+    let mut wanted: HashMap<&RelayUrl, Want> = HashMap::new();
+    for (coord, entry) in repo_index.repos() {
         for relay in &entry.relays {
-            let w = weight.entry(relay).or_default();
-            w.0 += 1;
-            w.1 += entry.root_events.len();
+            let w = wanted.entry(relay).or_default();
+            w.authors.insert(&coord.pubkey);
+            if !entry.root_events.is_empty() {
+                w.active_authors.insert(&coord.pubkey);
+            }
+            w.roots += entry.root_events.len();
         }
     }
+    let weight = wanted.into_iter().map(|(url, w)| (url, (w.active_authors.len(), w.authors.len(), w.roots)));
     let mut out = Targets::default();
     let mut bootstrap = BTreeSet::new();
     for url in &rules.bootstrap {
@@ -207,7 +215,7 @@ pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rule
             }
         }
     }
-    let mut candidates: Vec<(&RelayUrl, (usize, usize))> = Vec::new();
+    let mut candidates: Vec<(&RelayUrl, (usize, usize, usize))> = Vec::new();
     for (url, w) in weight {
         if bootstrap.contains(url) {
             continue;
@@ -224,7 +232,7 @@ pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rule
         out.relays.insert(url.clone(), ItemSet::new());
         out.bootstrap.insert(url);
     }
-    candidates.sort_unstable_by(|(ua, a), (ub, b)| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(ua.cmp(ub)));
+    candidates.sort_unstable_by(|(ua, a), (ub, b)| b.cmp(a).then(ua.cmp(ub)));
     let room = rules.max_relays.saturating_sub(out.relays.len());
     for (i, (url, _)) in candidates.into_iter().enumerate() {
         if i < room {
@@ -244,6 +252,14 @@ pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rule
         }
     }
     out
+}
+
+/// Who wants one relay, for the ranking past `max_relays`.
+#[derive(Default)]
+struct Want<'a> {
+    authors: HashSet<&'a Id>,
+    active_authors: HashSet<&'a Id>,
+    roots: usize,
 }
 
 /// What a target choice refused, in a size fit for `/status`: counts per reason and a few
@@ -384,6 +400,43 @@ mod tests {
         assert_eq!(t.refused[&url("wss://a.example")], RefusedReason::OverLimit);
         assert!(t.is_bootstrap(&url("wss://boot.example")));
         assert!(t.relays[&url("wss://boot.example")].is_empty());
+    }
+
+    #[test]
+    fn relays_past_the_cap_rank_by_distinct_authors_with_activity_first() {
+        let key = |pk: u8, d: &str| RepoCoord { pubkey: [pk; 32], d: d.into() };
+        let mut idx = RepoSyncIndex::new();
+        // One key announces fifty repositories on the spam relay: it counts once.
+        for i in 0..50 {
+            idx.upsert_repo(key(9, &format!("spam{i}")), [url("wss://spam.example")].into());
+        }
+        // Two authors list the quiet relay; one author with an issue lists the busy relay.
+        idx.upsert_repo(key(1, "q"), [url("wss://quiet.example")].into());
+        idx.upsert_repo(key(2, "q"), [url("wss://quiet.example")].into());
+        idx.upsert_repo(key(3, "b"), [url("wss://busy.example")].into());
+        idx.add_root(&key(3, "b"), [7; 32]);
+        let service = url("wss://grasp.example");
+        let kept = |max| -> Vec<String> {
+            derive_relay_targets(&idx, &service, &rules(max, false, &[])).relays.keys().map(|u| u.to_string()).collect()
+        };
+        assert_eq!(kept(1), ["wss://busy.example"]);
+        assert_eq!(kept(2), ["wss://busy.example", "wss://quiet.example"]);
+        assert_eq!(kept(3).len(), 3);
+    }
+
+    #[test]
+    fn a_repository_leaving_the_index_takes_its_relays_and_roots_out_of_the_targets() {
+        let service = url("wss://grasp.example");
+        let mut idx =
+            index(&[(1, &["wss://a.example", "wss://shared.example"], &[5]), (2, &["wss://shared.example"], &[6])]);
+        let before = derive_relay_targets(&idx, &service, &rules(10, false, &[]));
+        assert!(before.is_target(&url("wss://a.example")));
+        idx.remove_repo(&coord(1));
+        let after = derive_relay_targets(&idx, &service, &rules(10, false, &[]));
+        assert!(!after.is_target(&url("wss://a.example")), "nothing else needs it: released");
+        let shared = after.get(&url("wss://shared.example")).unwrap();
+        assert_eq!((shared.repos.len(), shared.root_events.len()), (1, 1));
+        assert!(!shared.repos.contains(&coord(1)) && !shared.root_events.contains(&[5; 32]));
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct IngestStats {
     pub in_flight: AtomicUsize,
     pub connected: AtomicUsize,
     pub reconnects: AtomicUsize,
+    /// Refusals other than `blocked:`/`invalid:` (strfry's `error: internal error` while its
+    /// plugin restarts, rate limits), each retried.
+    pub transient_refusals: AtomicUsize,
 }
 
 struct Item {
@@ -395,6 +398,7 @@ impl Ingest {
         } else if ok {
             Outcome::Stored
         } else if is_transient(text) && item.attempts + 1 < self.cfg.max_attempts {
+            self.stats.transient_refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             item.attempts += 1;
             tracing::debug!(id = %item.note.id, reason = %text, attempt = item.attempts, "ingest: transient refusal, will retry");
             self.seq += 1;

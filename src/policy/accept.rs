@@ -1,8 +1,8 @@
 //! GRASP acceptance rules (DESIGN.md §4). Pure: facts and an accepted view in, a verdict out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use super::event::{Facts, Id, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_STATE};
+use super::event::{Facts, Id, RepoCoord, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_GRASP_LIST, KIND_STATE};
 use super::url::{url_host, RelayUrl};
 use super::view::{AcceptedView, Announcement};
 
@@ -11,12 +11,14 @@ use super::view::{AcceptedView, Announcement};
 pub enum Reason {
     /// A 30617 whose `relays` tag lists the service.
     ListsService,
-    /// A 30617 by an owner or (recursive) maintainer of an accepted repository with that `d`.
+    /// A 30617 by an owner or (recursive) maintainer of an anchored repository with that `d`.
     MaintainerChain,
     /// A 30618 by a maintainer of an accepted repository.
     StateByMaintainer,
     /// Kind 5: strfry applies NIP-09 itself.
     Deletion,
+    /// A 10317 (a user's GRASP server list) that lists the service.
+    GraspListListsService,
     /// References an accepted repository by coordinate.
     ReferencesRepo,
     /// References an accepted event by id.
@@ -67,12 +69,22 @@ impl Policy {
         in_relays && clone_ok
     }
 
+    /// Whether a GRASP server list (kind 10317) names this service in a `g` tag (normalised,
+    /// exact endpoint, as for announcements).
+    pub fn grasp_list_lists_service(&self, facts: &Facts) -> bool {
+        facts.grasp_servers.iter().filter_map(|g| RelayUrl::parse(g).ok()).any(|g| g.same_endpoint(&self.service))
+    }
+
     /// Applies the rules to one event.
     pub fn decide(&self, view: &impl AcceptedView, ev: &Facts) -> Verdict {
+        if ev.kind != KIND_DELETION && view.is_deleted(&ev.id, &ev.pubkey) {
+            return Verdict::Reject("blocked: this event was deleted by its author".into());
+        }
         match ev.kind {
             KIND_ANNOUNCEMENT => self.decide_announcement(view, ev),
             KIND_STATE => decide_state(view, ev),
             KIND_DELETION => Verdict::Accept(Reason::Deletion),
+            KIND_GRASP_LIST if self.grasp_list_lists_service(ev) => Verdict::Accept(Reason::GraspListListsService),
             _ => decide_other(view, ev),
         }
     }
@@ -81,6 +93,13 @@ impl Policy {
         let Some(d) = &ev.d else {
             return Verdict::Reject("blocked: repository announcement has no d tag".into());
         };
+        let coord = RepoCoord { pubkey: ev.pubkey, d: d.clone() };
+        if let Some(until) = view.deleted_until(&coord).filter(|&t| ev.created_at <= t) {
+            return Verdict::Reject(format!(
+                "blocked: repository '{}' was deleted by its owner (deletion at {until}); publish a newer announcement",
+                truncate(d)
+            ));
+        }
         if self.lists_service(ev) {
             return Verdict::Accept(Reason::ListsService);
         }
@@ -134,10 +153,14 @@ pub fn maintainer_set(view: &impl AcceptedView, d: &str) -> HashSet<Id> {
 
 /// `start` and, recursively, the maintainers named by their announcements among `anns`.
 pub fn maintainer_closure(anns: &[Announcement], start: impl IntoIterator<Item = Id>) -> HashSet<Id> {
+    let by_author: HashMap<Id, Vec<&Announcement>> = anns.iter().fold(HashMap::new(), |mut m, a| {
+        m.entry(a.pubkey).or_default().push(a);
+        m
+    });
     let mut set: HashSet<Id> = start.into_iter().collect();
     let mut queue: Vec<Id> = set.iter().copied().collect();
     while let Some(pk) = queue.pop() {
-        for ann in anns.iter().filter(|a| a.pubkey == pk) {
+        for ann in by_author.get(&pk).into_iter().flatten() {
             for m in &ann.maintainers {
                 if set.insert(*m) {
                     queue.push(*m);

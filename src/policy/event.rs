@@ -14,6 +14,8 @@ pub const KIND_STATE: u64 = 30618;
 pub const KIND_PATCH: u64 = 1617;
 pub const KIND_PR: u64 = 1618;
 pub const KIND_ISSUE: u64 = 1621;
+/// A user's list of GRASP servers (NIP-34): `g` tags name the services.
+pub const KIND_GRASP_LIST: u64 = 10317;
 
 /// Kinds that open a thread about a repository ("root events").
 pub fn is_root_kind(kind: u64) -> bool {
@@ -128,6 +130,9 @@ pub struct Facts {
     pub id_refs: Vec<Id>,
     /// Present for kind 30617 only.
     pub announcement: Option<AnnouncementTags>,
+    /// For kind 10317 only: the `g` tag values (GRASP service URLs), as written, at most
+    /// [`MAX_REFS_PER_EVENT`].
+    pub grasp_servers: Vec<String>,
 }
 
 /// Upper bound on references kept per event: a hostile event with 10k tags must not
@@ -146,6 +151,7 @@ impl Facts {
             repo_refs: Vec::new(),
             id_refs: Vec::new(),
             announcement: None,
+            grasp_servers: Vec::new(),
         };
         let mut ann = (kind == KIND_ANNOUNCEMENT).then(AnnouncementTags::default);
         for tag in tags {
@@ -163,6 +169,9 @@ impl Facts {
                     }
                 }
                 _ => {}
+            }
+            if kind == KIND_GRASP_LIST && name == "g" && f.grasp_servers.len() < MAX_REFS_PER_EVENT {
+                f.grasp_servers.push(value.to_string());
             }
             if let Some(ann) = ann.as_mut() {
                 let values = tag[1..].iter().map(|v| v.as_ref());

@@ -74,6 +74,7 @@ pub(crate) fn ann(pk: u8, d: &str, relays: &[&str], clone: &[&str], maintainers:
             clone: clone.iter().map(|s| s.to_string()).collect(),
             maintainers: maintainers.iter().map(|m| [*m; 32]).collect(),
         }),
+        grasp_servers: Vec::new(),
     }
 }
 
@@ -87,6 +88,7 @@ fn state(pk: u8, d: &str) -> Facts {
         repo_refs: vec![],
         id_refs: vec![],
         announcement: None,
+        grasp_servers: Vec::new(),
     }
 }
 
@@ -100,6 +102,7 @@ fn note_referencing(id: u8, coords: &[RepoCoord], ids: &[Id]) -> Facts {
         repo_refs: coords.to_vec(),
         id_refs: ids.to_vec(),
         announcement: None,
+        grasp_servers: Vec::new(),
     }
 }
 
@@ -154,18 +157,24 @@ fn maintainer_chain_is_recursive_and_cycle_safe() {
 }
 
 #[test]
-fn owner_update_that_drops_the_service_stays_accepted_but_no_longer_lists_it() {
+fn owner_update_that_drops_the_service_is_accepted_and_removes_the_repository() {
     let p = policy(false);
     let mut v = AcceptedSet::new();
     p.decide_and_record(&mut v, &ann(1, "r", &[S], &[], &[], 1));
+    let repo = RepoCoord { pubkey: [1; 32], d: "r".into() };
+    assert!(v.has_repo(&repo));
+    // The owner may move the repository away: the update is stored, and the repository is gone.
     assert!(p.decide_and_record(&mut v, &ann(1, "r", &["wss://other.example"], &[], &[], 2)).is_accept());
-    let anns = v.announcements("r");
-    assert_eq!(anns.len(), 1);
-    assert_eq!(anns[0].created_at, 2);
-    assert!(!anns[0].lists_service);
-    // An older copy arriving late does not replace the newer one.
+    assert!(v.announcements("r").is_empty());
+    assert!(!v.has_repo(&repo));
+    let held = v.held_announcements("r");
+    assert_eq!((held.len(), held[0].created_at, held[0].lists_service), (1, 2, false));
+    let issue = note_referencing(30, std::slice::from_ref(&repo), &[]);
+    assert!(!p.decide(&v, &issue).is_accept(), "writes about it are refused");
+    // An older copy arriving late does not replace the newer one (nor bring the repository back).
     p.decide_and_record(&mut v, &ann(1, "r", &[S], &[], &[], 1));
-    assert_eq!(v.announcements("r")[0].created_at, 2);
+    assert_eq!(v.held_announcements("r")[0].created_at, 2);
+    assert!(!v.has_repo(&repo));
 }
 
 #[test]
@@ -239,8 +248,8 @@ proptest::proptest! {
         let mut v = AcceptedSet::new();
         let mut by_owner: HashMap<u8, Vec<u8>> = HashMap::new();
         for (a, b) in &edges { by_owner.entry(*a).or_default().push(*b); }
-        // Record every owner's announcement directly (as if each had been accepted).
-        for (owner, ms) in &by_owner { v.record(&ann(*owner, "r", &[], &[], ms, 1), false); }
+        // Record every owner's announcement directly (as if each listed the service).
+        for (owner, ms) in &by_owner { v.record(&ann(*owner, "r", &[], &[], ms, 1), true); }
         let mut expected: std::collections::HashSet<u8> = by_owner.keys().copied().collect();
         loop {
             let next: std::collections::HashSet<u8> = expected.iter().flat_map(|o| by_owner.get(o).cloned().unwrap_or_default()).chain(expected.iter().copied()).collect();

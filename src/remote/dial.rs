@@ -3,6 +3,10 @@
 //! The production [`NetDialer`] resolves the host, refuses resolved loopback, private, link-local,
 //! multicast and reserved addresses unless private addresses are allowed, then speaks websocket,
 //! over rustls (ring provider, webpki roots) for `wss`.
+//!
+//! No websocket extension is offered: tungstenite (0.30) has no permessage-deflate, so relays that
+//! enable it (strfry does by default) send us uncompressed frames. The whole dial (DNS, TCP, TLS,
+//! websocket handshake) is bounded by the caller's connect timeout.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -1,14 +1,21 @@
 //! REQ pagination for historic sync when a relay does not speak NIP-77.
 //!
 //! One [`Paginator`] walks one filter backwards in time. Each page is a REQ with an explicit
-//! `limit` (never above [`MAX_PAGE_LIMIT`], strfry's default `maxFilterLimit`, which it clamps to
-//! silently) and an `until`. Events are counted as they arrive on the wire. The next page uses
-//! `until = min created_at` of the page, inclusive, because several events may share that second;
-//! ids already seen at that boundary are dropped as duplicates.
+//! `limit` (never above [`MAX_PAGE_LIMIT`], strfry's default `maxFilterLimit`) and an `until`.
+//! Events are counted as they arrive on the wire. The next page uses `until = min created_at`
+//! of the page, inclusive, because several events may share that second; ids already seen at
+//! that boundary are dropped as duplicates.
 //!
-//! A page that brings fewer than `limit` events ends the walk. A page that brings nothing new
-//! means the boundary second alone holds at least `limit` events: the walk steps past it
-//! (`until = min − 1`) and records that second as possibly truncated.
+//! Relays cap `limit` silently (strfry at 500, many others at 100 or less), so a page with
+//! fewer events than asked does **not** end the walk. The first page teaches the relay's cap:
+//! when it brings fewer than asked (but at least [`MIN_PLAUSIBLE_CAP`]), later pages ask for
+//! that many. The walk ends on an empty page. A page that brings no new id means the walk has
+//! reached the boundary second's events again: it steps past that second once
+//! (`until = min − 1`), and if that page was full, records the second as possibly truncated
+//! (the relay may hold more events in it than one page can carry).
+//!
+//! A relay that caps below [`MIN_PLAUSIBLE_CAP`] (and below our limit) cannot be told from a
+//! small result set; a second holding more events than its cap may then be cut silently.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -18,6 +25,9 @@ use crate::remote::filter::Filter;
 pub const MAX_PAGE_LIMIT: u64 = 500;
 /// Default page size.
 pub const DEFAULT_PAGE_LIMIT: u64 = 500;
+/// A first page shorter than asked is taken as the relay's cap only from this many events on:
+/// fewer is far more likely the whole result than a cap.
+pub const MIN_PLAUSIBLE_CAP: u64 = 20;
 
 /// What to do after a page ended (EOSE).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,19 +51,27 @@ pub struct PaginationReport {
     /// The relay answered outside the requested window (`created_at` above `until`) in a way
     /// that stopped progress; the walk was cut short.
     pub misbehaving: bool,
+    /// The page size the relay was found to cap at, when it gave fewer than asked.
+    pub relay_cap: Option<u64>,
 }
 
 impl PaginationReport {
-    /// Whether events may have been missed.
+    /// Whether the walk is known to have seen every event of its filter.
     pub fn is_complete(&self) -> bool {
-        self.truncated_seconds.is_empty() && !self.misbehaving
+        !self.truncated() && !self.misbehaving
+    }
+
+    /// Whether a second held a full page on its own, so events in it may have been missed.
+    pub fn truncated(&self) -> bool {
+        !self.truncated_seconds.is_empty()
     }
 }
 
 /// State of one paginated walk over one filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paginator {
-    base: Filter,
+    /// Boxed: a paginator lives inside every open page subscription; keep it small.
+    base: Box<Filter>,
     limit: u64,
     until: Option<u64>,
     /// Ids seen at `boundary_at` (the only second a later page can repeat).
@@ -71,7 +89,7 @@ impl Paginator {
     /// first page's upper bound and its `limit` is replaced by `limit` clamped to 1..=500.
     pub fn new(base: Filter, limit: u64) -> Self {
         let until = base.until;
-        let base = Filter { until: None, limit: None, ..base };
+        let base = Box::new(Filter { until: None, limit: None, ..base });
         Paginator {
             base,
             limit: limit.clamp(1, MAX_PAGE_LIMIT),
@@ -111,7 +129,7 @@ impl Paginator {
 
     /// The current page's filter, without counting anything.
     pub fn current_filter(&self) -> Filter {
-        let mut f = self.base.clone().limit(self.limit);
+        let mut f = (*self.base).clone().limit(self.limit);
         f.until = self.until;
         f
     }
@@ -147,23 +165,30 @@ impl Paginator {
             return PageEnd::Done(self.report.clone());
         }
         let Some(min) = self.page_min else {
+            // An empty page: nothing at or below `until` is left.
             return self.finish();
         };
-        if self.page_count < self.limit {
-            return self.finish();
+        let full = self.page_count >= self.limit;
+        if self.report.pages == 1 && !full && self.page_count >= MIN_PLAUSIBLE_CAP {
+            // The relay capped the first page: ask for what it gives.
+            self.limit = self.page_count;
+            self.report.relay_cap = Some(self.page_count);
         }
         let cap = self.until.unwrap_or(u64::MAX);
         let next = if self.page_new > 0 {
             // Inclusive: the boundary second may hold more events.
             min.min(cap)
         } else {
-            // Nothing new: the boundary second alone fills a page. Step past it.
+            // Nothing new: only the boundary second's known events came back. Step past it.
             if min > cap {
                 // Only events above the requested `until`: the relay ignores it.
                 self.report.misbehaving = true;
                 return self.finish();
             }
-            self.report.truncated_seconds.insert(min);
+            if full {
+                // That second alone filled a page: it may hold more than we saw.
+                self.report.truncated_seconds.insert(min);
+            }
             match min.checked_sub(1) {
                 Some(n) => n,
                 None => return self.finish(),
@@ -197,8 +222,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     /// A relay holding `(created_at, id)` pairs that answers like strfry: the newest `limit`
-    /// events with `since ≤ created_at ≤ until`, newest first, ties in an order of its own.
-    fn serve(store: &[(u64, String)], f: &Filter) -> Vec<(u64, String)> {
+    /// events (silently capped at `relay_cap`) with `since ≤ created_at ≤ until`, newest first,
+    /// ties in an order of its own.
+    fn serve(store: &[(u64, String)], f: &Filter, relay_cap: u64) -> Vec<(u64, String)> {
         let mut hits: Vec<(u64, String)> = store
             .iter()
             .filter(|(t, _)| f.since.is_none_or(|s| *t >= s) && f.until.is_none_or(|u| *t <= u))
@@ -212,18 +238,27 @@ mod tests {
             h.finish()
         };
         hits.sort_by(|a, b| b.0.cmp(&a.0).then(salt(&a.1).cmp(&salt(&b.1))));
-        hits.truncate(f.limit.unwrap_or(u64::MAX) as usize);
+        hits.truncate(f.limit.unwrap_or(u64::MAX).min(relay_cap) as usize);
         hits
     }
 
     fn walk(store: &[(u64, String)], base: Filter, limit: u64) -> (Vec<String>, PaginationReport, u32) {
+        walk_capped(store, base, limit, u64::MAX)
+    }
+
+    fn walk_capped(
+        store: &[(u64, String)],
+        base: Filter,
+        limit: u64,
+        relay_cap: u64,
+    ) -> (Vec<String>, PaginationReport, u32) {
         let mut p = Paginator::new(base, limit);
         let mut got = Vec::new();
         let mut filter = p.start_page().unwrap();
         let mut requests = 1;
         loop {
             assert!(filter.limit.unwrap() <= MAX_PAGE_LIMIT);
-            for (t, id) in serve(store, &filter) {
+            for (t, id) in serve(store, &filter, relay_cap) {
                 if p.on_event(&id, t) {
                     got.push(id);
                 }
@@ -303,6 +338,55 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_relay_capping_at_100_gives_all_1000_events_to_a_limit_of_500() {
+        let times: Vec<u64> = (0..1_000).map(|i| 5_000 - i / 7).collect();
+        let s = store(&times);
+        let (got, report, requests) = walk_capped(&s, Filter::kinds([1]), 500, 100);
+        assert_eq!(got.len(), 1_000);
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.relay_cap, Some(100), "the cap is learned from the first page");
+        assert!(requests <= 13, "pages of ~100 plus the end: {requests}");
+    }
+
+    #[test]
+    fn after_the_first_page_the_learned_cap_is_asked_for() {
+        let s = store(&(0..300).map(|i| 1_000 - i).collect::<Vec<_>>());
+        let mut p = Paginator::new(Filter::kinds([1]), 500);
+        let first = p.start_page().unwrap();
+        assert_eq!(first.limit, Some(500));
+        for (t, id) in serve(&s, &first, 50) {
+            p.on_event(&id, t);
+        }
+        let PageEnd::Next(second) = p.on_eose() else { panic!("a short page is not the end") };
+        assert_eq!((second.limit, second.until), (Some(50), Some(951)));
+    }
+
+    #[test]
+    fn a_small_first_page_is_not_taken_for_a_cap_and_the_walk_ends_on_an_empty_page() {
+        let s = store(&[30, 20, 10]);
+        let (got, report, requests) = walk_capped(&s, Filter::kinds([1]), 500, 500);
+        assert_eq!(got.len(), 3);
+        assert!(report.is_complete());
+        assert_eq!(report.relay_cap, None);
+        // 3 events; `until = 10` brings only the known one; `until = 9` is empty.
+        assert_eq!(requests, 3);
+    }
+
+    #[test]
+    fn a_full_second_under_a_silent_cap_is_reported_as_truncated() {
+        // 150 events in one second behind a relay that caps at 100.
+        let mut times = vec![900; 150];
+        times.extend(800..850);
+        let s = store(&times);
+        let (got, report, _) = walk_capped(&s, Filter::kinds([1]), 500, 100);
+        assert_eq!(report.truncated_seconds, [900].into());
+        assert!(report.truncated() && !report.is_complete());
+        assert!(got.len() >= 150, "at least 100 of the crowded second");
+        let older: HashSet<&String> = s[150..].iter().map(|(_, id)| id).collect();
+        assert!(older.iter().all(|id| got.contains(id)), "every older event is still reached");
+    }
+
     proptest! {
         #[test]
         fn every_event_arrives_exactly_once_or_truncation_is_reported(
@@ -336,6 +420,41 @@ mod tests {
             for t in &report.truncated_seconds {
                 prop_assert!(per_second.get(t).copied().unwrap_or(0) >= limit);
             }
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn behind_a_silent_cap_nothing_is_missed_unless_reported(
+            times in proptest::collection::vec(0u64..60, 0..400),
+            limit in 1u64..80,
+            relay_cap in 1u64..80,
+        ) {
+            let s = store(&times);
+            let (got, report, requests) = walk_capped(&s, Filter::kinds([1]), limit, relay_cap);
+            let unique: HashSet<&String> = got.iter().collect();
+            prop_assert_eq!(unique.len(), got.len(), "an event was delivered twice");
+            let wanted: HashSet<&String> = s.iter().map(|(_, id)| id).collect();
+            prop_assert!(unique.is_subset(&wanted));
+            let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
+            for (t, _) in &s {
+                *per_second.entry(*t).or_default() += 1;
+            }
+            let served = limit.min(relay_cap);
+            let knowable = relay_cap >= limit || relay_cap >= MIN_PLAUSIBLE_CAP;
+            if knowable && unique != wanted {
+                prop_assert!(report.truncated(), "events missed silently");
+            }
+            // A page can only hold what the relay serves, and never more than everything.
+            let crowded = per_second.values().any(|n| *n >= served.min(s.len() as u64));
+            if !crowded {
+                prop_assert_eq!(&unique, &wanted, "missed events without a crowded second");
+                prop_assert!(report.is_complete());
+            }
+            prop_assert!(u64::from(requests) <= 2 * (s.len() as u64) + 2, "{} requests", requests);
         }
     }
 }

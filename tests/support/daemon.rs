@@ -11,19 +11,13 @@ use grasp_sync::metrics::{fetch_status, Status};
 use grasp_sync::policy::Note;
 use grasp_sync::remote::dial::NetDialer;
 use grasp_sync::remote::Dialer;
-use nostr_relay_builder::prelude::{EventBuilder, JsonUtil, Keys, Kind, Tag, Timestamp};
+use nostr_relay_builder::prelude::Keys;
 use tokio::sync::oneshot;
 
 use super::strfry::query_all;
 
 pub fn signed(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: u64) -> Note {
-    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
-    let ev = EventBuilder::new(Kind::from(kind), content)
-        .tags(tags)
-        .custom_created_at(Timestamp::from(at))
-        .sign_with_keys(keys)
-        .unwrap();
-    serde_json::from_str(&ev.as_json()).unwrap()
+    serde_json::from_value(super::strfry::event(keys, kind, tags, content, at)).unwrap()
 }
 
 pub fn t(a: &str, b: &str) -> Vec<String> {
@@ -52,9 +46,17 @@ pub fn start_daemon(config: &str) -> Running {
 pub fn start_daemon_with(config: &str, dialer: Arc<dyn Dialer>) -> Running {
     let cfg = Config::from_toml(config).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(grasp_sync::daemon::run(cfg, dialer, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(async move {
+        let ran = grasp_sync::daemon::run(cfg, dialer, async move {
+            let _ = stopped.await;
+        })
+        .await;
+        // A daemon that could not start would otherwise show only as a later timeout.
+        if let Err(e) = &ran {
+            eprintln!("daemon stopped with an error: {e}");
+        }
+        ran
+    });
     Running { stop, task }
 }
 
@@ -85,7 +87,13 @@ pub async fn until_host_holds(url: &str, want: &[&Note], secs: u64) {
 
 /// Polls `/status` until `cond` holds.
 pub async fn status_until(addr: SocketAddr, what: &str, cond: impl Fn(&Status) -> bool) -> Status {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    status_within(addr, what, 30, cond).await
+}
+
+/// [`status_until`] with a deadline of `secs` seconds, for steps whose work grows with the data
+/// (an index build over a large database in a debug build).
+pub async fn status_within(addr: SocketAddr, what: &str, secs: u64, cond: impl Fn(&Status) -> bool) -> Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut last = None;
     loop {
         if let Ok(s) = fetch_status(addr).await {

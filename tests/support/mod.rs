@@ -45,11 +45,26 @@ pub fn name_of(manifest: &Value, id: &str) -> String {
         .unwrap_or_else(|| id.into())
 }
 
-/// A config file in a temp dir.
+/// A config file in a temp dir. Unless `extra` names its own `host.strfry_db`, it points at an
+/// empty strfry database made in `dir` (the plugin requires one).
 pub fn write_config(dir: &std::path::Path, extra: &str) -> PathBuf {
     let path = dir.join("grasp-sync.toml");
-    std::fs::write(&path, format!("service_url = \"{SERVICE}\"\n{extra}")).unwrap();
+    let db = if extra.contains("strfry_db") {
+        String::new()
+    } else {
+        format!("[host]\nstrfry_db = \"{}\"\n", empty_strfry_db(dir).display())
+    };
+    std::fs::write(&path, format!("service_url = \"{SERVICE}\"\n{db}{extra}")).unwrap();
     path
+}
+
+/// An empty strfry database (LMDB in strfry's layout) in `dir/strfry-db`.
+pub fn empty_strfry_db(dir: &std::path::Path) -> PathBuf {
+    let db = dir.join("strfry-db");
+    std::fs::create_dir_all(&db).unwrap();
+    let g = grasp_sync::testkit::generate::Generator::create(&db, 1 << 24).unwrap();
+    g.finish().unwrap();
+    db
 }
 
 /// The real `grasp-sync plugin` process, driven one request at a time as strfry does.

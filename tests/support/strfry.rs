@@ -1,19 +1,33 @@
-//! A real strfry on loopback for tests: found via `$STRFRY_BIN`, then `PATH`.
+//! Real strfry processes on loopback, for the tests and for the examples that measure against
+//! strfry (the examples include this file with `#[path]`). The binary is found through
+//! `$STRFRY_BIN`, then `PATH`. Each relay has its own port and database; it is killed on drop, and
+//! `kill`/`start_again` keep its port and database.
+#![allow(dead_code)]
 
+use std::collections::HashSet;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use nostr_relay_builder::prelude::{EventBuilder, JsonUtil, Keys, Kind, Tag, Timestamp};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The strfry binary: `$STRFRY_BIN`, else `strfry` on `PATH`.
+pub fn find_strfry() -> Option<PathBuf> {
+    let from_env = std::env::var_os("STRFRY_BIN").filter(|p| !p.is_empty()).map(PathBuf::from);
+    from_env.filter(|p| p.is_file()).or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|d| d.join("strfry")).find(|p| p.is_file())
+    })
+}
+
 /// The strfry binary, or `None` after printing the skip line.
 pub fn binary_or_skip(test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("STRFRY_BIN").map(PathBuf::from).filter(|p| p.is_file()).or_else(|| {
-        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("strfry")).find(|p| p.is_file())
-    });
+    let found = find_strfry();
     if found.is_none() {
         println!("skipped: no strfry ({test}: set STRFRY_BIN to run it)");
     }
@@ -25,25 +39,36 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A running strfry with its own database in a temp dir; killed on drop.
+/// One strfry relay process.
 pub struct Strfry {
-    child: Child,
     bin: PathBuf,
-    conf: PathBuf,
+    child: Option<Child>,
+    pub name: String,
+    pub conf: PathBuf,
     pub port: u16,
     pub db: PathBuf,
-    pub dir: tempfile::TempDir,
+    log: PathBuf,
+    /// The temporary directory of a relay started with [`Strfry::start`], removed on drop.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Strfry {
-    /// Starts strfry on 127.0.0.1. `relay_extra` is inserted inside `relay { }` (e.g. a
-    /// `writePolicy { plugin = "..." }` block or `negentropy { enabled = false }`).
+    /// Starts strfry on 127.0.0.1 in a temporary directory of its own. `relay_extra` is inserted
+    /// inside `relay { }` (e.g. a `writePolicy { plugin = "..." }` block or
+    /// `negentropy { enabled = false }`).
     pub fn start(bin: &Path, relay_extra: &str) -> Strfry {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Strfry::start_in(bin, tmp.path(), "relay", relay_extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts strfry under `dir/name` (kept after the relay is dropped, for long runs).
+    pub fn start_in(bin: &Path, dir: &Path, name: &str, relay_extra: &str) -> Strfry {
+        let db = dir.join(name).join("db");
         std::fs::create_dir_all(&db).unwrap();
         let port = free_port();
-        let conf = dir.path().join("strfry.conf");
+        let conf = dir.join(name).join("strfry.conf");
         std::fs::write(
             &conf,
             format!(
@@ -52,34 +77,87 @@ impl Strfry {
             ),
         )
         .unwrap();
-        let child = spawn(bin, &conf, dir.path());
-        let s = Strfry { child, bin: bin.to_path_buf(), conf, port, db, dir };
-        s.wait_listening();
+        let mut s = Strfry {
+            bin: bin.to_path_buf(),
+            child: None,
+            name: name.to_string(),
+            conf,
+            port,
+            db,
+            log: dir.join(name).join("strfry.log"),
+            _tmp: None,
+        };
+        s.start_again();
         s
     }
 
-    /// Kills strfry (SIGKILL: no clean shutdown) and starts it again on the same port and database.
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// What strfry wrote to its standard output and error.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the relay process (SIGKILL, as a crash would); the database stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills strfry and starts it again on the same port and database after `down_for`.
     pub fn restart_after(&mut self, down_for: Duration) {
         self.kill();
         std::thread::sleep(down_for);
         self.start_again();
     }
 
-    /// Kills the relay process (SIGKILL); the database stays.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts the relay again on the same port and database.
+    /// Starts the process again on the same port and database; returns once it accepts
+    /// connections. The port may still be held by the previous process for a moment, so a start
+    /// that exits is retried until a deadline.
     pub fn start_again(&mut self) {
-        self.child = spawn(&self.bin, &self.conf, self.dir.path());
-        self.wait_listening();
+        assert!(self.child.is_none(), "strfry {} is already running", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(&self.bin)
+                .arg(format!("--config={}", self.conf.display()))
+                .arg("relay")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log.try_clone().unwrap())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start strfry");
+            let up = loop {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    break true;
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "strfry {} did not start:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
-    /// Writes events straight into the database with `strfry import` (works while stopped).
+    /// Writes events straight into the database with `strfry import` (no plugin; works while the
+    /// relay runs or is stopped).
     pub fn import(&self, events: &[Value]) {
-        use std::io::Write;
         let mut child = Command::new(&self.bin)
             .arg(format!("--config={}", self.conf.display()))
             .arg("import")
@@ -96,59 +174,68 @@ impl Strfry {
         assert!(child.wait().unwrap().success(), "strfry import failed");
     }
 
-    pub fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("strfry.log")).unwrap_or_default()
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "strfry did not listen on {}: {}", self.port, self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Every event id in the database (`strfry export`, which reads LMDB beside the running relay).
+    pub fn export_ids(&self) -> HashSet<String> {
+        let out = Command::new(&self.bin)
+            .arg(format!("--config={}", self.conf.display()))
+            .arg("export")
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["id"].as_str().map(str::to_string))
+            .collect()
     }
 }
 
 impl Drop for Strfry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
-/// A strfry host whose writePolicy is `grasp-sync plugin` for the service `S`, with the plugin reading
-/// strfry's own database.
-pub fn host_with_plugin(bin: &Path, work: &Path, service: &str) -> Strfry {
-    // The plugin reads the host's LMDB at start; the path is only known once strfry made it, and
-    // strfry starts the plugin on the first write, so its config file is completed afterwards.
-    let config = super::write_config(work, "");
-    let plugin = format!("{} plugin --config {}", env!("CARGO_BIN_EXE_grasp-sync"), config.display());
-    let host = Strfry::start(bin, &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
+/// A strfry host whose writePolicy is `grasp-sync plugin` (the binary at `grasp_sync`) for
+/// `service`, with the plugin reading strfry's own database. The plugin's configuration is written
+/// to `work/grasp-sync.toml`.
+pub fn host_with_plugin_binary(bin: &Path, grasp_sync: &Path, work: &Path, service: &str) -> Strfry {
+    // strfry starts the plugin on its first write, after it made its database: the plugin's
+    // configuration names that database and is complete by then.
+    let config = work.join("grasp-sync.toml");
+    let plugin = format!("{} plugin --config {}", grasp_sync.display(), config.display());
+    let host = Strfry::start_in(bin, work, "host", &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"));
     std::fs::write(&config, format!("service_url = \"{service}\"\n[host]\nstrfry_db = \"{}\"\n", host.db.display()))
         .unwrap();
     host
 }
 
-fn spawn(bin: &Path, conf: &Path, dir: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("strfry.log")).unwrap();
-    Command::new(bin)
-        .arg(format!("--config={}", conf.display()))
-        .arg("relay")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start strfry")
+/// [`host_with_plugin_binary`] with the `grasp-sync` binary of this build (tests only).
+#[cfg(test)]
+pub fn host_with_plugin(bin: &Path, work: &Path, service: &str) -> Strfry {
+    host_with_plugin_binary(bin, Path::new(env!("CARGO_BIN_EXE_grasp-sync")), work, service)
+}
+
+/// A signed event as JSON.
+pub fn event(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: u64) -> Value {
+    let tags: Vec<Tag> = tags.into_iter().map(|t| Tag::parse(t).unwrap()).collect();
+    let ev = EventBuilder::new(Kind::from(kind), content)
+        .tags(tags)
+        .custom_created_at(Timestamp::from(at))
+        .sign_with_keys(keys)
+        .unwrap();
+    serde_json::from_str(&ev.as_json()).unwrap()
+}
+
+/// Stops a child with SIGTERM (as a service manager would) and waits for it.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url).await.expect("connect to strfry").0
+    tokio_tungstenite::connect_async(url).await.expect("connect to the relay").0
 }
 
 async fn next_json(ws: &mut Ws) -> Value {
@@ -199,7 +286,7 @@ pub async fn query(url: &str, filter: Value) -> Vec<Value> {
 
 /// Every stored event matching `filter`, paging with `until` past the relay's result limit.
 pub async fn query_all(url: &str, filter: Value) -> Vec<Value> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut until: Option<u64> = None;
     loop {
@@ -217,4 +304,24 @@ pub async fn query_all(url: &str, filter: Value) -> Vec<Value> {
         until = page.iter().filter_map(|e| e["created_at"].as_u64()).min();
         out.extend(fresh);
     }
+}
+
+/// The relay's answer to `COUNT` for all events (0 if it cannot be asked).
+pub async fn count(port: u16) -> u64 {
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await else {
+        return 0;
+    };
+    if ws.send(Message::text(r#"["COUNT","c",{}]"#)).await.is_err() {
+        return 0;
+    }
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(&t).unwrap_or_default();
+            if v[0] == "COUNT" {
+                let _ = ws.close(None).await;
+                return v[2]["count"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    0
 }

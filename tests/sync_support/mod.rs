@@ -129,8 +129,16 @@ impl Harness {
     }
 
     pub fn start(cfg: EngineConfig, index: RepoSyncIndex, store: Arc<MemoryStore>) -> Harness {
+        Harness::start_with_dialer(cfg, index, store, Arc::new(TestDialer::default()))
+    }
+
+    pub fn start_with_dialer(
+        cfg: EngineConfig,
+        index: RepoSyncIndex,
+        store: Arc<MemoryStore>,
+        dialer: Arc<TestDialer>,
+    ) -> Harness {
         let (index_tx, index_rx) = watch::channel(index);
-        let dialer = Arc::new(TestDialer::default());
         let (tx, mut rx) = mpsc::channel::<Fetched>(1024);
         let engine = spawn_engine(cfg, index_rx, dialer.clone(), store.clone(), tx);
         let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();

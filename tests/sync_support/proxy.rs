@@ -40,6 +40,11 @@ pub struct ProxyState {
     pub corrupt_events: AtomicUsize,
     /// After the next EOSE, send one event on that subscription that matches none of its filters.
     pub inject_foreign: AtomicBool,
+    /// The next this-many EVENTs the client writes are answered `OK false "error: internal
+    /// error"` (what strfry answers when its plugin fails), not forwarded.
+    pub refuse_writes: AtomicUsize,
+    /// EVENT writes refused so.
+    pub writes_refused: AtomicUsize,
     pub connections: AtomicUsize,
     pub reqs: AtomicUsize,
     pub neg_opens: AtomicUsize,
@@ -51,6 +56,7 @@ pub struct Proxy {
     pub url: String,
     pub state: Arc<ProxyState>,
     cut: tokio::sync::watch::Sender<u64>,
+    freeze: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -67,6 +73,8 @@ impl Proxy {
             cut_after_events: Mutex::new(None),
             corrupt_events: AtomicUsize::new(0),
             inject_foreign: AtomicBool::new(false),
+            refuse_writes: AtomicUsize::new(0),
+            writes_refused: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             reqs: AtomicUsize::new(0),
             neg_opens: AtomicUsize::new(0),
@@ -74,6 +82,7 @@ impl Proxy {
             overflows: AtomicUsize::new(0),
         });
         let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let (freeze, freeze_rx) = tokio::sync::watch::channel(0u64);
         let (st, up) = (state.clone(), upstream.to_string());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -82,15 +91,22 @@ impl Proxy {
                     continue;
                 }
                 st.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(tcp, up.clone(), st.clone(), cut_rx.clone()));
+                tokio::spawn(serve(tcp, up.clone(), st.clone(), cut_rx.clone(), freeze_rx.clone()));
             }
         });
-        Proxy { url, state, cut }
+        Proxy { url, state, cut, freeze }
     }
 
     /// Cuts every open connection.
     pub fn cut_all(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Makes every open connection half-open: from now on nothing is read or written on either
+    /// side and nothing is closed, as when a peer vanishes without a FIN or RST. Later
+    /// connections work normally.
+    pub fn freeze_all(&self) {
+        self.freeze.send_modify(|n| *n += 1);
     }
 
     pub fn set_neg(&self, mode: NegMode) {
@@ -102,8 +118,15 @@ fn text(v: Value) -> Message {
     Message::text(v.to_string())
 }
 
-async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: tokio::sync::watch::Receiver<u64>) {
+async fn serve(
+    tcp: TcpStream,
+    upstream: String,
+    st: Arc<ProxyState>,
+    mut cut: tokio::sync::watch::Receiver<u64>,
+    mut freeze: tokio::sync::watch::Receiver<u64>,
+) {
     cut.borrow_and_update();
+    freeze.borrow_and_update();
     let cfg = grasp_sync::remote::dial::ws_config();
     let Ok(mut client) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else { return };
     let Ok((mut relay, _)) = tokio_tungstenite::connect_async_with_config(upstream.as_str(), Some(cfg), false).await
@@ -116,6 +139,12 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: t
     loop {
         tokio::select! {
             _ = cut.changed() => break,
+            _ = freeze.changed() => {
+                // Hold both sockets and never touch them again.
+                let _held = (client, relay);
+                std::future::pending::<()>().await;
+                return;
+            }
             m = client.next() => {
                 let Some(Ok(m)) = m else { break };
                 let Message::Text(t) = &m else { continue };
@@ -123,6 +152,12 @@ async fn serve(tcp: TcpStream, upstream: String, st: Arc<ProxyState>, mut cut: t
                 let kind = v[0].as_str().unwrap_or_default().to_string();
                 let sub = v[1].as_str().unwrap_or_default().to_string();
                 match kind.as_str() {
+                    "EVENT" if st.refuse_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() => {
+                        st.writes_refused.fetch_add(1, Ordering::SeqCst);
+                        let id = v[1]["id"].clone();
+                        let _ = client.send(text(json!(["OK", id, false, "error: internal error"]))).await;
+                        continue;
+                    }
                     "REQ" => {
                         st.reqs.fetch_add(1, Ordering::SeqCst);
                         let limited = st.rate_limit_reqs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()

@@ -67,7 +67,27 @@ impl Scripted {
         F: Fn(Peer) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Scripted::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), behaviour)
+    }
+
+    /// [`Scripted::start`] with a small socket receive buffer on every connection, so a
+    /// behaviour that stops reading makes the client's writes block after a few kilobytes.
+    pub async fn start_with_recv_buffer<F, Fut>(bytes: u32, behaviour: F) -> Scripted
+    where
+        F: Fn(Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        Scripted::start_on(socket.listen(64).unwrap(), behaviour)
+    }
+
+    fn start_on<F, Fut>(listener: TcpListener, behaviour: F) -> Scripted
+    where
+        F: Fn(Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let url = format!("ws://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let log = Arc::new(ScriptLog::default());
         let l = log.clone();

@@ -10,10 +10,9 @@
 //! another lock format cannot share an environment with strfry.
 
 pub mod follow;
-pub mod generate;
 pub mod layout;
 mod mapping;
-mod payload;
+pub(crate) mod payload;
 mod query;
 pub mod source;
 
@@ -459,6 +458,7 @@ pub fn facts_from_packed(p: &PackedEvent<'_>) -> Facts {
         repo_refs: Vec::new(),
         id_refs: Vec::new(),
         announcement: None,
+        grasp_servers: Vec::new(),
     };
     fn push<T: PartialEq>(v: &mut Vec<T>, item: Option<T>) {
         if let Some(item) = item {

@@ -13,9 +13,9 @@ use lmdb::{Database, Environment, EnvironmentFlags, RwTransaction, Transaction, 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::layout::{self, table, KeyOrder};
-use super::payload;
-use super::MAX_READERS;
+use crate::host::lmdb::layout::{self, table, KeyOrder};
+use crate::host::lmdb::payload;
+use crate::host::lmdb::MAX_READERS;
 use crate::policy::event::parse_hex32;
 use crate::policy::Note;
 

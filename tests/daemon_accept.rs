@@ -1,0 +1,83 @@
+//! What the daemon records as accepted stays true: a late co-maintainer is fetched again once its
+//! owner names it, however long ago it was first refused; an event the host refuses for a passing
+//! reason is retried until the host stores it.
+
+mod support;
+mod sync_support;
+
+use nostr_relay_builder::prelude::Keys;
+use support::daemon::*;
+use support::strfry::free_port;
+use sync_support::{Proxy, TestRelay};
+
+const S: &str = "wss://grasp.example.com";
+
+fn announcement(keys: &Keys, d: &str, relays: &[&str], maintainers: &[&Keys], at: u64) -> grasp_sync::policy::Note {
+    let mut tags = vec![t("d", d), std::iter::once("relays").chain(relays.iter().copied()).map(String::from).collect()];
+    if !maintainers.is_empty() {
+        let mut m = vec!["maintainers".to_string()];
+        m.extend(maintainers.iter().map(|k| k.public_key().to_hex()));
+        tags.push(m);
+    }
+    signed(keys, 30617, tags, "", at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_co_maintainer_reaches_the_host_on_the_next_sync_after_the_owner_names_them() {
+    let host = TestRelay::start(None).await;
+    let remote = TestRelay::start(None).await;
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let t0 = now() - 100;
+    let owner_v1 = announcement(&alice, "alpha", &[S, &remote.url], &[], t0);
+    // Bob announces his copy before Alice names him: refused, held, then settled.
+    let bob_ann = announcement(&bob, "alpha", &[&remote.url], &[], t0 + 10);
+    host.publish(&owner_v1).await;
+    remote.insert_all(&[owner_v1.clone(), bob_ann.clone()]).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Held one second only: Bob's first refusal is long past the hold time when Alice names him.
+    let config = format!("{}[rejected]\nhold_secs = 1\n", config(S, &host.url, None, state.path(), metrics));
+    let daemon = start_daemon(&config);
+    status_until(metrics, "Bob's announcement refused and settled", |s| s.events_settled >= 1).await;
+    assert!(!host_ids(&host.url).await.contains(&bob_ann.id));
+
+    // Alice names Bob (published to this relay): Bob's settled refusal is re-opened.
+    let owner_v2 = announcement(&alice, "alpha", &[S, &remote.url], &[&bob], t0 + 20);
+    host.publish(&owner_v2).await;
+    status_until(metrics, "the settled refusal re-opened", |s| s.events_reopened >= 1 && s.events_settled == 0).await;
+    stop_daemon(daemon).await;
+
+    // The next sync (a restart here) fetches Bob's announcement again, and now it is accepted.
+    let daemon = start_daemon(&config);
+    until_host_holds(&host.url, &[&bob_ann], 60).await;
+    status_until(metrics, "both repositories indexed", |s| s.repos == 2).await;
+    stop_daemon(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_host_refuses_with_an_internal_error_is_retried_until_stored() {
+    let host = TestRelay::start(None).await;
+    let front = Proxy::start(&host.url).await;
+    let remote = TestRelay::start(None).await;
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let t0 = now() - 100;
+    let ann = announcement(&alice, "alpha", &[S, &remote.url], &[], t0);
+    let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
+    let issue = signed(&bob, 1621, vec![t("a", &coord)], "it breaks", t0 + 10);
+    let reply = signed(&alice, 1111, vec![t("E", &issue.id), t("K", "1621")], "looking", t0 + 20);
+    host.publish(&ann).await;
+    remote.insert_all(&[ann.clone(), issue.clone(), reply.clone()]).await;
+    // The first three writes reaching the host are refused, as strfry does while its plugin
+    // restarts: more than the ingest's immediate retries, so the daemon's backoff takes over.
+    front.state.refuse_writes.store(3, std::sync::atomic::Ordering::SeqCst);
+
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let daemon = start_daemon(&config(S, &front.url, None, state.path(), metrics));
+    until_host_holds(&host.url, &[&issue, &reply], 60).await;
+    assert_eq!(front.state.writes_refused.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let status = status_until(metrics, "the refusals counted", |s| s.host_refusals == 3).await;
+    assert_eq!((status.repos, status.root_events, status.host_retries_pending), (1, 1, 0));
+    stop_daemon(daemon).await;
+}
