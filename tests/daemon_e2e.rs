@@ -66,6 +66,13 @@ async fn daemon_brings_exactly_the_relevant_events_and_resumes_quickly_after_res
     );
     assert!(status.relays.iter().all(|r| r.fresh_starts >= 1));
     stop_daemon(daemon).await;
+    // What each relay confirmed is saved (16 hex digits per item), so the restart resumes every layer.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.path().join("state.json")).unwrap()).unwrap();
+    for (url, relay) in saved["relays"].as_object().unwrap() {
+        let confirmed = relay["confirmed"].as_str().unwrap_or_default();
+        assert!(confirmed.len() >= 16 && confirmed.len() % 16 == 0, "{url} saved no confirmed items: {relay}");
+    }
 
     // Published while the daemon is down; a restart within quick_reconnect_secs resumes.
     let offline = signed(&bob, 1111, vec![t("E", &issue.id)], "while you were away", now());

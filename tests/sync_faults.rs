@@ -85,8 +85,9 @@ async fn too_many_concurrent_reqs_leads_to_consolidation_and_live_events_still_a
     relay.insert_all(std::slice::from_ref(&root)).await;
     let mut idx = index_with(&c, &[&proxy.url]);
     idx.add_root(&c, root.check().unwrap());
-    let h =
-        Harness::start(engine_config("wss://grasp.example.com", fast_settings()), idx, Arc::new(MemoryStore::new()));
+    // REQ pagination: every historic page is a REQ the relay counts against its limit.
+    let settings = SyncSettings { negentropy: false, ..fast_settings() };
+    let h = Harness::start(engine_config("wss://grasp.example.com", settings), idx, Arc::new(MemoryStore::new()));
     eventually(20, "overflow reported and consolidated", || {
         proxy.state.overflows.load(Ordering::SeqCst) >= 1 && h.report(&proxy.url).consolidations >= 1
     })

@@ -29,6 +29,10 @@ use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Po
 /// so remote relays keep what we have not asked for yet and memory stays bounded. The loop itself
 /// keeps serving status, reports, the host stream and shutdown meanwhile.
 const OUTBOX_LIMIT: usize = 64;
+/// How often status and metrics are refreshed from the engine.
+const STATUS_EVERY: Duration = Duration::from_millis(100);
+/// Least time between two copies of the repo index handed to the engine.
+const INDEX_EVERY: Duration = Duration::from_millis(50);
 
 /// How long the state keeps a relay the engine no longer tracks (at least `quick_reconnect_secs`).
 const PERSIST_UNTRACKED_SECS: u64 = 24 * 3600;
@@ -65,6 +69,11 @@ pub(super) struct EventLoop {
     index: RepoSyncIndex,
     index_dirty: bool,
     index_tx: Option<watch::Sender<RepoSyncIndex>>,
+    index_sent: tokio::time::Instant,
+    /// Bumped on every index handed to the engine; `wanted` was counted for this version.
+    index_version: u64,
+    wanted: HashMap<String, (usize, usize)>,
+    wanted_for: (u64, usize),
     rejected: Arc<Mutex<RejectedIndex>>,
     store: Arc<HostStore>,
     ingest: IngestHandle,
@@ -105,6 +114,10 @@ impl EventLoop {
             index: built.index,
             index_dirty: false,
             index_tx: Some(index_tx),
+            index_sent: tokio::time::Instant::now(),
+            index_version: 0,
+            wanted: HashMap::new(),
+            wanted_for: (u64::MAX, 0),
             rejected,
             store,
             ingest,
@@ -129,8 +142,12 @@ impl EventLoop {
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Status and metrics follow the engine within a tick; the index reaches the engine as
+        // soon as it changes (at most one copy per `INDEX_EVERY`).
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_save = tokio::time::Instant::now();
+        let mut last_expire = tokio::time::Instant::now();
         let ingest = self.ingest.clone();
         self.refresh_metrics();
         loop {
@@ -142,7 +159,14 @@ impl EventLoop {
                 Some(r) = reports.recv() => self.on_report(r),
                 Some(ev) = stream.recv() => self.on_stream(ev),
                 _ = tick.tick() => {
-                    self.on_tick();
+                    self.publish_index();
+                    let reports = self.engine.relays();
+                    self.track_relays(&reports);
+                    self.refresh_metrics_with(&reports);
+                    if last_expire.elapsed() >= Duration::from_secs(1) {
+                        last_expire = tokio::time::Instant::now();
+                        self.on_tick();
+                    }
                     if last_save.elapsed() >= SAVE_EVERY {
                         last_save = tokio::time::Instant::now();
                         if let Err(e) = self.save_state(Vec::new(), false) {
@@ -151,6 +175,23 @@ impl EventLoop {
                     }
                 }
             }
+            if self.index_dirty && self.index_sent.elapsed() >= INDEX_EVERY {
+                self.publish_index();
+            }
+        }
+    }
+
+    /// Hands the repo index to the engine when it changed: new repositories and root events
+    /// become sync targets as soon as the daemon accepts them.
+    fn publish_index(&mut self) {
+        if !self.index_dirty {
+            return;
+        }
+        self.index_dirty = false;
+        self.index_sent = tokio::time::Instant::now();
+        self.index_version += 1;
+        if let Some(tx) = &self.index_tx {
+            tx.send_replace(self.index.clone());
         }
     }
 
@@ -315,27 +356,11 @@ impl EventLoop {
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");
         }
-        if self.index_dirty {
-            self.index_dirty = false;
-            if let Some(tx) = &self.index_tx {
-                tx.send_replace(self.index.clone());
-            }
-        }
-        self.track_relays();
-        self.refresh_metrics();
         self.metrics.tick();
     }
 
-    /// Keeps what the engine says to persist for each relay, and logs each status change. Relays
-    /// the engine no longer tracks are forgotten once a restart could not resume them quickly
-    /// anyway (their entry would only save a negentropy probe), so the map follows the targets.
-    fn track_relays(&mut self) {
-        let reports = self.engine.relays();
-        let keep_after = now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
-        self.relays.retain(|url, r| {
-            reports.keys().any(|u| u.as_str() == url)
-                || r.disconnected_at.or(r.last_connected).is_some_and(|t| t >= keep_after)
-        });
+    /// Logs each relay status change.
+    fn track_relays(&mut self, reports: &BTreeMap<RelayUrl, crate::engine::RelayReport>) {
         self.last_status.retain(|url, _| reports.keys().any(|u| u.as_str() == url));
         for (url, report) in reports {
             let now_status = report.status.as_str();
@@ -351,12 +376,29 @@ impl EventLoop {
                     "relay status"
                 );
             }
-            self.relays.insert(url.to_string(), report.persisted);
         }
     }
 
-    fn refresh_metrics(&self) {
+    /// What the engine says to persist for each relay it runs (relays it no longer runs are
+    /// forgotten; before it has started them, what was saved is kept).
+    fn collect_persisted(&mut self) {
+        let persisted = self.engine.persisted();
+        // Relays the engine no longer tracks are forgotten once a restart could not resume them
+        // quickly anyway (their entry would only save a negentropy probe).
+        let keep_after = now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
+        self.relays.retain(|url, r| {
+            persisted.keys().any(|u| u.as_str() == url)
+                || r.disconnected_at.or(r.last_connected).is_some_and(|t| t >= keep_after)
+        });
+        self.relays.extend(persisted.into_iter().map(|(url, p)| (url.to_string(), p)));
+    }
+
+    fn refresh_metrics(&mut self) {
         let reports = self.engine.relays();
+        self.refresh_metrics_with(&reports);
+    }
+
+    fn refresh_metrics_with(&mut self, reports: &BTreeMap<RelayUrl, crate::engine::RelayReport>) {
         let refusals = self.engine.refusals();
         let sample: Vec<RefusedRelay> = self
             .engine
@@ -401,17 +443,22 @@ impl EventLoop {
             s.host_retries_pending = self.retries.len();
             s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
         });
-        // What each relay is synced for, from the index itself.
-        let mut wanted: HashMap<&str, (usize, usize)> = HashMap::new();
-        for (_, entry) in self.index.repos() {
-            // Only relays with a task: a flood of listed relays costs no map entries here.
-            for relay in entry.relays.iter().filter(|r| reports.contains_key(*r)) {
-                let w = wanted.entry(relay.as_str()).or_default();
-                w.0 += 1;
-                w.1 += entry.root_events.len();
+        // What each relay is synced for, from the index itself (recounted when either changes).
+        let relays_now = reports.len();
+        if self.wanted_for != (self.index_version, relays_now) {
+            self.wanted_for = (self.index_version, relays_now);
+            self.wanted.clear();
+            for (_, entry) in self.index.repos() {
+                // Only relays with a task: a flood of listed relays costs no map entries here.
+                for relay in entry.relays.iter().filter(|r| reports.contains_key(*r)) {
+                    let w = self.wanted.entry(relay.to_string()).or_default();
+                    w.0 += 1;
+                    w.1 += entry.root_events.len();
+                }
             }
         }
-        for (url, r) in &reports {
+        let wanted = &self.wanted;
+        for (url, r) in reports {
             let c = self.counters.get(url.as_str()).copied().unwrap_or_default();
             let (repos, roots) = wanted.get(url.as_str()).copied().unwrap_or_default();
             self.metrics.relay(url.as_str(), |m| {
@@ -447,6 +494,10 @@ impl EventLoop {
                 m.historic_timeouts = r.historic_timeouts;
                 m.jobs_queued = r.jobs_queued;
                 m.subscriptions_open = r.subscriptions_open;
+                m.historic_failed = r.historic_failed;
+                m.truncated = r.truncated;
+                m.history_error = r.history_error.clone();
+                m.events_unrelated = r.events_unrelated;
                 m.last_error = r.last_error.clone();
             });
         }
@@ -462,13 +513,16 @@ impl EventLoop {
     /// `quick_reconnect_secs` resumes them quickly. Periodic saves leave them as connected: after a
     /// crash (events in flight may be lost) the engine starts them fresh.
     pub(super) fn save_state(&mut self, unsent: Vec<Note>, stopping: bool) -> Result<(), state::StateError> {
-        self.track_relays();
+        self.collect_persisted();
         let t = now();
         let mut relays = self.relays.clone();
         if stopping {
             for r in relays.values_mut() {
-                if r.disconnected_at.is_none() && r.last_connected.is_some() {
-                    r.disconnected_at = Some(t);
+                // Still connected: its last disconnect is older than its last connect.
+                if let Some(up) = r.last_connected {
+                    if r.disconnected_at.is_none_or(|down| down < up) {
+                        r.disconnected_at = Some(t);
+                    }
                 }
             }
         }

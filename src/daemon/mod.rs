@@ -159,7 +159,8 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let (sink_tx, sink_rx) = mpsc::channel(cfg.host.ingest_queue.clamp(16, 4096));
     let mut engine_cfg = EngineConfig::from_config(&cfg);
     // The engine decides per relay: a relay left within `quick_reconnect_secs` resumes quickly.
-    engine_cfg.persisted = saved.relays.iter().filter_map(|(url, r)| Some((RelayUrl::parse(url).ok()?, *r))).collect();
+    engine_cfg.persisted =
+        saved.relays.iter().filter_map(|(url, r)| Some((RelayUrl::parse(url).ok()?, r.clone()))).collect();
     let engine = spawn_engine(engine_cfg, index_rx, dialer, store.clone(), sink_tx);
 
     let mut event_loop = EventLoop::new(

@@ -101,6 +101,7 @@ async fn coordinate(
 ) {
     let mut running: HashMap<RelayUrl, Running> = HashMap::new();
     let mut last_overflow = 0;
+    let mut gone: Vec<RelayUrl> = Vec::new();
     loop {
         let targets = derive_relay_targets(&index.borrow_and_update(), &cfg.service_url, &cfg.rules());
         let summary = summarize_refusals(&targets, REFUSED_SAMPLE_PER_REASON);
@@ -134,11 +135,17 @@ async fn coordinate(
                         sink: sink.clone(),
                         status: status.clone(),
                         dialer: dialer.clone(),
-                        persisted: cfg.persisted.get(url).copied(),
+                        persisted: cfg.persisted.get(url).cloned(),
                     };
                     tracing::info!(relay = %url, "starting relay task");
                     running.insert(url.clone(), Running { target: tx, task: tokio::spawn(run_relay(ctx, rx)) });
                 }
+            }
+        }
+        // Relays closed on an earlier pass and still not targeted leave the status board.
+        for url in std::mem::take(&mut gone) {
+            if !running.contains_key(&url) && !targets.relays.contains_key(&url) {
+                status.remove(&url);
             }
         }
         running.retain(|url, r| {
@@ -151,7 +158,11 @@ async fn coordinate(
                 *cur = RelayTarget::default();
                 changed
             });
-            !r.task.is_finished()
+            if r.task.is_finished() {
+                gone.push(url.clone());
+                return false;
+            }
+            true
         });
         if index.changed().await.is_err() {
             break;

@@ -12,8 +12,6 @@
 
 use std::collections::BTreeSet;
 
-use crate::engine::pending::BatchSpec;
-use crate::engine::targets::ItemSet;
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
 use crate::policy::{Id, RepoCoord};
 use crate::remote::Filter;
@@ -24,17 +22,6 @@ pub const MAX_VALUES_PER_FILTER: usize = 100;
 pub const MAX_TAG_VALUE_BYTES: usize = 255;
 /// Longest subscription id the packer budgets for.
 pub const MAX_SUB_ID_BYTES: usize = 64;
-
-/// The sync layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Layer {
-    /// L1: repository announcements (kind 30617), all of them.
-    Announcements,
-    /// L2: events tagging our repositories, and their state (30618).
-    Repos,
-    /// L3: events tagging our root events.
-    Roots,
-}
 
 /// Tag letters used for repository coordinates (L2).
 pub const REPO_TAGS: [char; 3] = ['a', 'A', 'q'];
@@ -108,21 +95,9 @@ pub fn l3_filters(roots: &BTreeSet<Id>, chunk: usize) -> Vec<Filter> {
     out
 }
 
-/// L2 and L3 filters for `items`, `chunk` values per filter (clamped to 1..=100).
-pub fn item_filters(items: &ItemSet, chunk: usize) -> Built {
-    let mut built = l2_filters(&items.repos, chunk);
-    built.filters.extend(l3_filters(&items.root_events, chunk));
-    built
-}
-
 /// Live form: `limit: 0` (only new events), no time bounds.
 pub fn live(filters: &[Filter]) -> Vec<Filter> {
     filters.iter().map(|f| Filter { since: None, until: None, ..f.clone() }.limit(0)).collect()
-}
-
-/// Historic form: optional `since`, no `limit` (the REQ paginator or negentropy adds its own).
-pub fn historic(filters: &[Filter], since: Option<u64>) -> Vec<Filter> {
-    filters.iter().map(|f| Filter { since, until: None, limit: None, ..f.clone() }).collect()
 }
 
 /// Bytes of `["REQ","<sub id>",f1,…,fn]` with a subscription id of [`MAX_SUB_ID_BYTES`].
@@ -131,112 +106,17 @@ pub fn req_frame_bytes(filters: &[Filter]) -> usize {
     overhead + filters.iter().map(|f| f.json_len() + 1).sum::<usize>()
 }
 
-/// A filter too big for a REQ frame on its own (the builders here never make one).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a filter of {bytes} bytes does not fit a REQ frame of at most {max} bytes")]
-pub struct FilterTooLarge {
-    pub bytes: usize,
-    pub max: usize,
-}
-
-/// Packs filters into REQs (first fit, in order): each REQ holds at most
-/// `max_filters_per_req` filters and its frame at most `max_frame_bytes`.
-pub fn pack(filters: &[Filter], limits: &ReqLimits) -> Result<Vec<Vec<Filter>>, FilterTooLarge> {
-    let mut packer = Packer { limits, slots: usize::MAX, reqs: Vec::new(), size: 0 };
-    for (f, len) in with_lengths(filters.to_vec()) {
-        if !packer.place_all(&[(f, len)]) {
-            return Err(FilterTooLarge { bytes: req_frame_bytes(&[]) + len, max: limits.max_frame_bytes });
-        }
-    }
-    Ok(packer.reqs)
-}
-
-/// The wire filters of one batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchFilters {
-    /// Live REQs (each one subscription, filters with `limit: 0`); empty unless `spec.live`.
-    pub live: Vec<Vec<Filter>>,
-    /// Historic filters with the batch's `since` and no `limit`, one per NEG-OPEN or per
-    /// paginated REQ; empty unless `spec.historic`.
-    pub historic: Vec<Filter>,
-    /// Repositories no tag filter can name (their items are still confirmed when the batch ends).
-    pub unfilterable: BTreeSet<RepoCoord>,
-}
-
-/// Builds the filters of a batch: L1 for [`Layer::Announcements`], otherwise L2/L3 for its items.
-pub fn filters_for_batch(spec: &BatchSpec, limits: &ReqLimits) -> BatchFilters {
-    let built = match spec.layer {
-        Layer::Announcements => Built { filters: l1_filters(), unfilterable: BTreeSet::new() },
-        Layer::Repos | Layer::Roots => item_filters(&spec.items, limits.max_values_per_filter),
-    };
-    let live_reqs =
-        if spec.live { pack(&live(&built.filters), limits).expect("builder filters fit a frame") } else { Vec::new() };
-    let hist = if spec.historic { historic(&built.filters, spec.since) } else { Vec::new() };
-    BatchFilters { live: live_reqs, historic: hist, unfilterable: built.unfilterable }
-}
-
-/// How a relay's subscription budget is split: slots reserved for historic work (a third,
-/// at least one) and the rest for live REQs.
-pub fn historic_slots(max_subscriptions: usize) -> usize {
-    (max_subscriptions / 3).max(1).min(max_subscriptions.saturating_sub(1))
-}
-
-/// Live REQ slots in a budget of `max_subscriptions` (at least one).
-pub fn live_slots(max_subscriptions: usize) -> usize {
-    max_subscriptions.saturating_sub(historic_slots(max_subscriptions)).max(1)
-}
-
-/// A live subscription set for one relay.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LivePlan {
-    /// One entry per REQ (subscription); every filter has `limit: 0`.
-    pub reqs: Vec<Vec<Filter>>,
-    /// Items that did not fit the slots (repositories kept before root events).
-    pub uncovered: ItemSet,
-    /// Repositories no tag filter can name (see [`Built::unfilterable`]).
-    pub unfilterable: BTreeSet<RepoCoord>,
-}
-
-impl LivePlan {
-    /// Items covered by the plan.
-    pub fn covered(&self, items: &ItemSet) -> ItemSet {
-        items.minus(&self.uncovered)
-    }
-}
-
-/// Items in blocks of at most `chunk` (repositories first, then root events), each with its
-/// live filters.
-fn live_blocks(items: &ItemSet, chunk: usize) -> (Vec<(ItemSet, Vec<Filter>)>, BTreeSet<RepoCoord>) {
-    let chunk = chunk.clamp(1, MAX_VALUES_PER_FILTER);
-    let mut blocks = Vec::new();
-    let mut unfilterable = BTreeSet::new();
-    let repos: Vec<&RepoCoord> = items.repos.iter().collect();
-    for block in repos.chunks(chunk) {
-        let set: BTreeSet<RepoCoord> = block.iter().map(|r| (*r).clone()).collect();
-        let built = l2_filters(&set, chunk);
-        unfilterable.extend(built.unfilterable);
-        blocks.push((ItemSet { repos: set, root_events: BTreeSet::new() }, live(&built.filters)));
-    }
-    let roots: Vec<Id> = items.root_events.iter().copied().collect();
-    for block in roots.chunks(chunk) {
-        let set: BTreeSet<Id> = block.iter().copied().collect();
-        let filters = live(&l3_filters(&set, chunk));
-        blocks.push((ItemSet { repos: BTreeSet::new(), root_events: set }, filters));
-    }
-    (blocks, unfilterable)
-}
-
 /// First-fit packer state that can test a group of filters before placing it.
-struct Packer<'a> {
-    limits: &'a ReqLimits,
-    slots: usize,
-    reqs: Vec<Vec<Filter>>,
-    size: usize,
+pub(crate) struct Packer<'a> {
+    pub(crate) limits: &'a ReqLimits,
+    pub(crate) slots: usize,
+    pub(crate) reqs: Vec<Vec<Filter>>,
+    pub(crate) size: usize,
 }
 
 impl Packer<'_> {
     /// Places all `filters` (with their serialised lengths) or none; returns whether placed.
-    fn place_all(&mut self, filters: &[(Filter, usize)]) -> bool {
+    pub(crate) fn place_all(&mut self, filters: &[(Filter, usize)]) -> bool {
         let overhead = req_frame_bytes(&[]);
         let (mut n, mut count, mut size) = (self.reqs.len(), self.reqs.last().map_or(0, Vec::len), self.size);
         for (_, len) in filters {
@@ -269,7 +149,7 @@ impl Packer<'_> {
     }
 }
 
-fn with_lengths(filters: Vec<Filter>) -> Vec<(Filter, usize)> {
+pub(crate) fn with_lengths(filters: Vec<Filter>) -> Vec<(Filter, usize)> {
     filters
         .into_iter()
         .map(|f| {
@@ -277,56 +157,6 @@ fn with_lengths(filters: Vec<Filter>) -> Vec<(Filter, usize)> {
             (f, len)
         })
         .collect()
-}
-
-/// Densest live set for `items` (plus L1 when `with_l1`) in at most `slots` REQs (at least
-/// one). Items go in blocks of up to `max_values_per_filter` (≤ 100), repositories first; once a block does not fit, it
-/// and every later block are reported as `uncovered`.
-pub fn plan_live(items: &ItemSet, with_l1: bool, slots: usize, limits: &ReqLimits) -> LivePlan {
-    let mut packer = Packer { limits, slots: slots.max(1), reqs: Vec::new(), size: 0 };
-    if with_l1 {
-        packer.place_all(&with_lengths(live(&l1_filters())));
-    }
-    let (blocks, unfilterable) = live_blocks(items, limits.max_values_per_filter);
-    let mut uncovered = ItemSet::new();
-    let mut full = false;
-    for (block, filters) in blocks {
-        if full || !packer.place_all(&with_lengths(filters)) {
-            full = true;
-            uncovered.extend(&block);
-        }
-    }
-    LivePlan { reqs: packer.reqs, uncovered, unfilterable }
-}
-
-/// Whether adding `new_reqs` live REQs to `open_live` open ones passes the live budget.
-pub fn needs_consolidation(open_live: usize, new_reqs: usize, max_subscriptions: usize) -> bool {
-    open_live + new_reqs > live_slots(max_subscriptions)
-}
-
-/// A rebuilt live set and the historic catch-up it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Consolidation {
-    pub live: LivePlan,
-    /// Run historic sync with this `since` for every covered item (and L1): closing the old
-    /// subscriptions and opening new ones leaves a gap.
-    pub catch_up_since: u64,
-}
-
-/// Rebuilds one relay's live set from all its items (confirmed, pending and new) with the
-/// fewest, largest filters. Close every open subscription first, then send `live.reqs` and
-/// historic filters with `since = catch_up_since` (= `now − margin`).
-pub fn consolidate(
-    items: &ItemSet,
-    now: u64,
-    margin_secs: u64,
-    max_subscriptions: usize,
-    limits: &ReqLimits,
-) -> Consolidation {
-    Consolidation {
-        live: plan_live(items, true, live_slots(max_subscriptions), limits),
-        catch_up_since: now.saturating_sub(margin_secs),
-    }
 }
 
 #[cfg(test)]
@@ -347,10 +177,6 @@ mod tests {
         id
     }
 
-    fn items(repos: u16, roots: u16) -> ItemSet {
-        ItemSet { repos: (0..repos).map(|n| repo(n, 8)).collect(), root_events: (0..roots).map(root).collect() }
-    }
-
     #[test]
     fn layer_filters_have_the_documented_shape() {
         assert_eq!(l1_filters()[0].to_json(), serde_json::json!({"kinds":[30617]}));
@@ -365,8 +191,6 @@ mod tests {
         assert_eq!(l3.iter().map(|f| *f.tags.keys().next().unwrap()).collect::<Vec<_>>(), ROOT_TAGS);
         let live = live(&l3);
         assert!(live.iter().all(|f| f.limit == Some(0) && f.since.is_none()));
-        let hist = historic(&l3, Some(99));
-        assert!(hist.iter().all(|f| f.limit.is_none() && f.since == Some(99)));
     }
 
     #[test]
@@ -380,64 +204,6 @@ mod tests {
             }
         }
         assert_eq!(built.filters[0].tags[&'d'].len(), 2, "the long repo's d still fits");
-    }
-
-    #[test]
-    fn packing_respects_frame_and_filter_count() {
-        let built = item_filters(&items(1000, 3000), 100);
-        let limits = ReqLimits::default();
-        let reqs = pack(&live(&built.filters), &limits).unwrap();
-        assert!(reqs.len() > 1);
-        for r in &reqs {
-            assert!(req_frame_bytes(r) <= 60_000 && r.len() <= 200);
-        }
-        let small = ReqLimits { max_filters_per_req: 2, ..limits };
-        assert!(pack(&l3_filters(&[root(1)].into(), 100), &small).unwrap().iter().all(|r| r.len() <= 2));
-        let tiny = ReqLimits { max_frame_bytes: 150, ..limits };
-        let err = pack(&l3_filters(&[root(1), root(2)].into(), 100), &tiny).unwrap_err();
-        assert!(err.bytes > 150 && err.max == 150);
-    }
-
-    #[test]
-    fn budget_split_leaves_room_for_history() {
-        assert_eq!((live_slots(15), historic_slots(15)), (10, 5));
-        assert_eq!((live_slots(2), historic_slots(2)), (1, 1));
-        assert!(needs_consolidation(9, 2, 15));
-        assert!(!needs_consolidation(9, 1, 15));
-    }
-
-    #[test]
-    fn consolidation_fits_the_budget_and_names_the_catch_up() {
-        let all = items(500, 20_000);
-        let c = consolidate(&all, 10_000, 120, 15, &ReqLimits::default());
-        assert_eq!(c.catch_up_since, 9_880);
-        assert!(c.live.reqs.len() <= live_slots(15));
-        assert!(!c.live.uncovered.is_empty(), "20,000 roots exceed ten 60 kB REQs");
-        assert!(c.live.uncovered.repos.is_empty(), "repositories are kept before root events");
-        let small = consolidate(&items(10, 10), 500, 120, 15, &ReqLimits::default());
-        assert_eq!(small.live.reqs.len(), 1);
-        assert!(small.live.uncovered.is_empty());
-        assert_eq!(small.live.reqs[0][0], Filter::kinds([30617]).limit(0));
-    }
-
-    #[test]
-    fn batch_filters_follow_the_batch_spec() {
-        use crate::engine::pending::Method;
-        let spec = BatchSpec {
-            layer: Layer::Announcements,
-            items: ItemSet::new(),
-            live: true,
-            historic: true,
-            since: Some(5),
-            method: Method::Req,
-        };
-        let f = filters_for_batch(&spec, &ReqLimits::default());
-        assert_eq!(f.live, vec![vec![Filter::kinds([30617]).limit(0)]]);
-        assert_eq!(f.historic, vec![Filter::kinds([30617]).since(5)]);
-        let spec = BatchSpec { layer: Layer::Roots, items: items(0, 250), live: false, since: None, ..spec };
-        let f = filters_for_batch(&spec, &ReqLimits::default());
-        assert!(f.live.is_empty());
-        assert_eq!(f.historic.len(), 9, "three tag letters, three chunks of at most 100");
     }
 
     /// (tag letter, value) → number of filters naming it.
@@ -485,35 +251,6 @@ mod tests {
                 prop_assert_eq!(f.tags.len(), 1);
                 prop_assert!(f.tags.values().all(|v| !v.is_empty() && v.len() <= chunk.min(100)));
             }
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        #[test]
-        fn live_plans_respect_limits_and_budget(
-            n_repos in 0u16..600,
-            n_roots in 0u16..4000,
-            budget in 2usize..20,
-            max_filters in 1usize..250,
-        ) {
-            let all = items(n_repos, n_roots);
-            let limits = ReqLimits { max_filters_per_req: max_filters, ..ReqLimits::default() };
-            let slots = live_slots(budget);
-            let plan = plan_live(&all, true, slots, &limits);
-            prop_assert!(plan.reqs.len() <= slots);
-            for r in &plan.reqs {
-                prop_assert!(r.len() <= max_filters && req_frame_bytes(r) <= limits.max_frame_bytes);
-                prop_assert!(r.iter().all(|f| f.limit == Some(0)));
-            }
-            // Covered items are all named; uncovered ones are not.
-            let covered = plan.covered(&all);
-            let occ = occurrences(&plan.reqs.concat());
-            for id in &all.root_events {
-                let named = occ.contains_key(&('e', hex::encode(id)));
-                prop_assert_eq!(named, covered.root_events.contains(id));
-            }
-            prop_assert_eq!(covered.len() + plan.uncovered.len(), all.len());
         }
     }
 }

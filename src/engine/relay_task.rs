@@ -1,15 +1,15 @@
 //! The task that owns one remote relay: connect with a timeout, run a session (fresh start or
 //! quick reconnect), and on failure back off (capped), go Dead after a day, retry daily.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::lifecycle::{connect_strategy_with_margin, ConnectStrategy};
-use crate::engine::relays::{PersistedRelay, RelayState, RelaySyncIndex};
-use crate::engine::session::{unix_now, Session, SessionEnd};
+use crate::engine::relays::{PersistedRelay, RelayState};
+use crate::engine::session::{self, unix_now, SessionEnd};
 use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::ItemSet;
@@ -49,6 +49,8 @@ pub struct RelayMemory {
     pub budget: usize,
     /// Items whose last historic sync gave up (retried after `historic_retry`).
     pub failed: BTreeSet<Item>,
+    /// Digests of the items confirmed before a restart (applied on a quick reconnect).
+    pub restored: Option<HashSet<u64>>,
 }
 
 impl RelayMemory {
@@ -58,6 +60,7 @@ impl RelayMemory {
             state: RelayState::default(),
             budget: budget.max(2),
             failed: BTreeSet::new(),
+            restored: None,
         }
     }
 }
@@ -149,9 +152,14 @@ async fn wait(delay: Duration, target: &mut watch::Receiver<RelayTarget>) -> boo
 pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     let s = &ctx.settings;
     let mut mem = RelayMemory::new(s.max_subscriptions);
-    if let Some(saved) = ctx.persisted {
-        let mut relays = RelaySyncIndex::new();
-        mem.state = relays.restore(&ctx.url, saved).clone();
+    if let Some(saved) = &ctx.persisted {
+        mem.state = RelayState::restore(saved);
+        mem.restored = saved.confirmed.as_deref().and_then(session::items::decode_confirmed);
+        // Until the planner publishes its own, what was saved stays what is saved.
+        ctx.status.update(&ctx.url, |r| r.persisted = RelayState::restore(saved).persisted());
+        if let Some(c) = &saved.confirmed {
+            ctx.status.set_confirmed(&ctx.url, c.as_str().into());
+        }
     }
     let counters = Arc::new(WireCounters::default());
     let mut failures: u32 = 0;
@@ -212,12 +220,15 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
             r.health = Some(if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy });
         });
         let conn = Connection::with_liveness(ws, s.payload_limit, counters.clone(), s.liveness);
-        let session = Session::new(&ctx, &mut mem, conn, degraded_until);
-        let end = session.run(&mut target, strategy).await;
-        // The relay was last heard from then: everything it sent before has arrived.
-        mem.state.disconnected_at = Some(counters.last_data_unix().map_or_else(unix_now, |t| t.max(now)));
+        let (end, m, last_data) = session::run(&ctx, mem, conn, degraded_until, &mut target, strategy).await;
+        mem = m;
+        // The relay was last heard from then: the quick-reconnect `since` counts from the last
+        // data received, not from when the loss was noticed.
+        let heard = counters.last_data_unix().or(last_data);
+        mem.state.disconnected_at = Some(heard.map_or_else(unix_now, |t| t.max(now)));
         ctx.status.update(&ctx.url, |r| {
-            r.persisted = mem.state.persisted();
+            r.persisted.last_connected = mem.state.last_connected;
+            r.persisted.disconnected_at = mem.state.disconnected_at;
             r.bytes_in = counters.bytes_in();
             r.bytes_out = counters.bytes_out();
         });

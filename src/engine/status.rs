@@ -56,6 +56,15 @@ pub struct SyncSettings {
     pub liveness: crate::remote::conn::Liveness,
     /// Misbehaviour budgets and the live event rate per connection.
     pub abuse: crate::remote::abuse::AbuseLimits,
+    /// How often confirmed items outside the live hot set are caught up by negentropy.
+    pub sweep_interval: Duration,
+    /// The live hot set is rebuilt at most once per this interval.
+    pub consolidation_interval: Duration,
+    /// After an overflow, the subscription budget grows back by one per this quiet time.
+    pub budget_regrow: Duration,
+    /// How long history waits for a root event it fetched to join the target (the daemon
+    /// accepts it and the index grows) before the relay counts as synced without it.
+    pub root_wait: Duration,
 }
 
 impl Default for SyncSettings {
@@ -84,6 +93,10 @@ impl Default for SyncSettings {
             send_timeout: Duration::from_secs(30),
             liveness: crate::remote::conn::Liveness::default(),
             abuse: crate::remote::abuse::AbuseLimits::default(),
+            sweep_interval: Duration::from_secs(3600),
+            consolidation_interval: Duration::from_secs(60),
+            budget_regrow: Duration::from_secs(600),
+            root_wait: Duration::from_secs(5),
         }
     }
 }
@@ -111,6 +124,8 @@ pub struct RelayReport {
     /// Events dropped: bad id, or matching no filter of their subscription.
     pub events_invalid: u64,
     pub events_unmatched: u64,
+    /// Events on broad live filters about no repository of ours (dropped, not an offence).
+    pub events_unrelated: u64,
     /// Events on subscription ids we never opened (dropped).
     pub events_unknown_subscription: u64,
     /// Events whose signature did not verify, as reported back by the consumer.
@@ -131,6 +146,19 @@ pub struct RelayReport {
     /// Ids asked for after negentropy reconciliation.
     pub ids_requested: u64,
     pub historic_failures: u64,
+    /// Items whose history failed in the last round (retried after `historic_retry`).
+    pub historic_failed: usize,
+    /// Paginated walks of the current round that may have missed events (same-second overflow).
+    pub truncated: u64,
+    /// Why history is incomplete (latest reason), cleared when a round completes fully.
+    pub history_error: Option<String>,
+    /// Retries of failed history, and periodic sweeps of cold items, on this relay.
+    pub historic_retries: u64,
+    pub sweeps: u64,
+    /// Items named by live hot-set filters.
+    pub hot_items: usize,
+    /// Largest client frame sent.
+    pub largest_frame: usize,
     /// Historic batches finished in the current sync round, and still open.
     pub historic_batches_done: u64,
     pub historic_batches_open: usize,
@@ -144,7 +172,8 @@ pub struct RelayReport {
     /// Websocket payload bytes, all connections of this relay so far.
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// What the daemon should write to the state dir for this relay.
+    /// What the daemon should write to the state dir for this relay (its confirmed items, which
+    /// may be large, are kept apart: [`SyncStatus::persisted`]).
     pub persisted: PersistedRelay,
     pub last_error: Option<String>,
 }
@@ -171,6 +200,8 @@ pub struct SyncStatus {
 #[derive(Debug, Default)]
 struct StatusInner {
     relays: BTreeMap<RelayUrl, RelayReport>,
+    /// Confirmed items per relay in their saved form (read only when the state is saved).
+    confirmed: BTreeMap<RelayUrl, Arc<str>>,
     /// From the latest target choice only: bounded however many relays are listed.
     refusals: RefusalSummary,
 }
@@ -192,6 +223,32 @@ impl SyncStatus {
         if let Some(r) = self.inner.lock().expect("status lock").relays.get_mut(url) {
             r.events_bad_signature += 1;
         }
+    }
+
+    /// Forgets a relay's report (it is no longer a target and its task has ended).
+    pub fn remove(&self, url: &RelayUrl) {
+        let mut inner = self.inner.lock().expect("status lock");
+        inner.relays.remove(url);
+        inner.confirmed.remove(url);
+    }
+
+    /// Records a relay's confirmed items in their saved form.
+    pub fn set_confirmed(&self, url: &RelayUrl, confirmed: Arc<str>) {
+        self.inner.lock().expect("status lock").confirmed.insert(url.clone(), confirmed);
+    }
+
+    /// What to save for every relay: its persisted fields and confirmed items.
+    pub fn persisted(&self) -> BTreeMap<RelayUrl, PersistedRelay> {
+        let inner = self.inner.lock().expect("status lock");
+        inner
+            .relays
+            .iter()
+            .map(|(url, r)| {
+                let mut p = r.persisted.clone();
+                p.confirmed = inner.confirmed.get(url).map(|c| c.to_string());
+                (url.clone(), p)
+            })
+            .collect()
     }
 
     pub fn relay(&self, url: &RelayUrl) -> Option<RelayReport> {

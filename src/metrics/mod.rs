@@ -88,6 +88,18 @@ pub struct RelayStatus {
     pub jobs_queued: usize,
     #[serde(default)]
     pub subscriptions_open: usize,
+    /// Items whose history failed in the last round (retried later), paginated walks that may
+    /// have missed events, and why history is incomplete. A relay with any of these is never
+    /// plain "connected".
+    #[serde(default)]
+    pub historic_failed: usize,
+    #[serde(default)]
+    pub truncated: u64,
+    #[serde(default)]
+    pub history_error: Option<String>,
+    /// Events on broad live filters about no repository of ours (dropped, not an offence).
+    #[serde(default)]
+    pub events_unrelated: u64,
     pub last_error: Option<String>,
 }
 

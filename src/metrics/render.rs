@@ -130,7 +130,7 @@ pub fn render_prometheus(s: &Status) -> String {
     fam.by_label("grasp_sync_relays_by_health", "Remote relays by health.", "health", by_health);
 
     type Field = fn(&RelayStatus) -> f64;
-    let per_relay: [(&str, &str, &str, Field); 23] = [
+    let per_relay: [(&str, &str, &str, Field); 26] = [
         ("grasp_sync_bytes_received_total", "counter", "Websocket payload bytes received from the relay.", |r| {
             r.bytes_in as f64
         }),
@@ -226,6 +226,24 @@ pub fn render_prometheus(s: &Status) -> String {
         ("grasp_sync_relay_jobs_queued", "gauge", "Sync work waiting for a subscription slot on the relay.", |r| {
             r.jobs_queued as f64
         }),
+        (
+            "grasp_sync_relay_historic_failed",
+            "gauge",
+            "Items whose history from the relay failed in the last round (retried later).",
+            |r| r.historic_failed as f64,
+        ),
+        (
+            "grasp_sync_relay_historic_truncated",
+            "gauge",
+            "Paginated walks of the current round that may have missed events.",
+            |r| r.truncated as f64,
+        ),
+        (
+            "grasp_sync_relay_events_unrelated_total",
+            "counter",
+            "Events on broad live filters about no repository of ours (dropped).",
+            |r| r.events_unrelated as f64,
+        ),
     ];
     for (name, kind, help, field) in per_relay {
         let values = s.relays.iter().map(|r| (r.url.as_str(), field(r)));

@@ -52,11 +52,21 @@ pub fn render_table(s: &Status) -> String {
             r.events_stored,
             r.events_rejected,
             format!("{}/{}", r.historic_done, r.historic_total),
-            r.last_error.as_deref().map(|e| truncate(e, 60)).unwrap_or_default()
+            r.history_error.as_deref().or(r.last_error.as_deref()).map(|e| truncate(e, 60)).unwrap_or_default()
         );
     }
     if s.relays.iter().any(|r| r.status == "connected_historic_sync_failures") {
-        let _ = writeln!(out, "connected* = connected, but some historic batches gave up (see last error)");
+        let _ = writeln!(out, "connected* = connected, but history is incomplete (see last error); retried later");
+        for r in s.relays.iter().filter(|r| r.historic_failed > 0 || r.truncated > 0) {
+            let _ = writeln!(
+                out,
+                "  {}: {} items failed, {} truncated walks: {}",
+                r.url,
+                r.historic_failed,
+                r.truncated,
+                r.history_error.as_deref().unwrap_or("")
+            );
+        }
     }
     out
 }

@@ -85,6 +85,7 @@ pub fn fast_settings() -> SyncSettings {
         negentropy_timeout: Duration::from_millis(600),
         rate_limit_cooldown: Duration::from_millis(800),
         catchup_margin: Duration::from_secs(2),
+        consolidation_interval: Duration::from_millis(300),
         ..SyncSettings::default()
     }
 }

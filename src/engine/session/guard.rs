@@ -1,13 +1,22 @@
-//! Guards against a hostile or broken relay: misbehaviour budgets, the live event rate,
-//! deadlines on historic subscriptions, retries of failed batches, and the session's timers.
-//! The decisions themselves are pure ([`crate::remote::abuse`]); this is where they are applied.
+//! Guards and timers of the planner: misbehaviour budgets, the live event rate, deadlines on
+//! historic subscriptions, retries of failed batches, the cold sweep, the budget growing back,
+//! the daily restart. The decisions themselves are pure ([`crate::remote::abuse`]); this is
+//! where they are applied. Every timer is an absolute deadline checked on each tick, so steady
+//! traffic cannot postpone it.
 
-use super::*;
+use std::time::Instant;
+
+use super::planner::{unix_now, Planner, Step, Sub, SubKind};
+use super::SessionEnd;
+use crate::engine::relay_task::Item;
+use crate::engine::status::HealthStatus;
+use crate::remote::abuse::Offence;
+use crate::remote::ClientMsg;
 
 /// Prefixes of the subscription ids we open (followed by a number from `next_id`).
 const SUB_PREFIXES: [&str; 4] = ["live", "neg", "page", "ids"];
 
-impl Session<'_> {
+impl Planner {
     /// Counts one offence; ends the session once its budget has run out.
     pub(super) fn offend(&mut self, offence: Offence) -> Step {
         self.offend_n(offence, 1)
@@ -24,7 +33,7 @@ impl Session<'_> {
             Offence::UnknownSubscription => r.events_unknown_subscription += n64,
             Offence::Notice => r.notices += n64,
         });
-        match self.budget.record(offence, n, Instant::now()) {
+        match self.abuse.record(offence, n, self.now) {
             None => Ok(()),
             Some(breach) => {
                 let why = breach.to_string();
@@ -34,10 +43,18 @@ impl Session<'_> {
         }
     }
 
+    /// A frame that is no readable relay message.
+    pub(crate) fn on_malformed(&mut self, why: &str, now: Instant) -> Step {
+        self.now = now;
+        tracing::debug!(relay = %self.ctx.url, "malformed frame: {why}");
+        self.offend(Offence::InvalidFrame)?;
+        self.settle()
+    }
+
     /// A live event arrived: fine within the per-relay rate; beyond it the session ends (the
     /// next connection catches up from the disconnect, so nothing legitimate is lost).
     pub(super) fn live_event(&mut self) -> Step {
-        if self.live_rate.take(Instant::now()) {
+        if self.live_rate.take(self.now) {
             return Ok(());
         }
         let l = self.ctx.settings.abuse;
@@ -54,21 +71,23 @@ impl Session<'_> {
         })
     }
 
-    /// Starts the clock of a historic subscription.
-    pub(super) fn set_deadline(&mut self, sub: &str) {
-        self.deadlines.insert(sub.to_string(), Instant::now() + self.ctx.settings.historic_timeout);
-    }
-
     /// Items of a failed batch are synced again after `historic_retry`.
     pub(super) fn schedule_retry(&mut self, items: &[Item]) {
         self.mem.failed.extend(items.iter().cloned());
         if self.retry_at.is_none() {
-            self.retry_at = Some(Instant::now() + self.ctx.settings.historic_retry);
+            self.retry_at = Some(self.now + self.ctx.settings.historic_retry);
         }
     }
 
-    pub(super) async fn on_tick(&mut self) -> Step {
-        let now = Instant::now();
+    /// Records why history is incomplete (shown in the status).
+    pub(super) fn history_problem(&mut self, why: String) {
+        self.report(|r| r.history_error = Some(why));
+    }
+
+    /// Timers: cooldown end, health, bad signatures, NEG-OPEN silence, historic deadlines,
+    /// retries, the cold sweep, the budget growing back, the state to persist, the daily restart.
+    pub(crate) fn on_tick(&mut self, now: Instant) -> Step {
+        self.now = now;
         if self.cooldown_until.is_some_and(|t| now >= t) {
             self.cooldown_until = None;
         }
@@ -79,62 +98,69 @@ impl Session<'_> {
         } else {
             HealthStatus::Healthy
         };
-        self.report(|r| r.health = Some(health));
-        let reported = self.report(|r| r.events_bad_signature);
+        let reported = self.report(|r| {
+            r.health = Some(health);
+            r.events_bad_signature
+        });
         if reported > self.bad_signatures_seen {
             let n = u32::try_from(reported - self.bad_signatures_seen).unwrap_or(u32::MAX);
             self.bad_signatures_seen = reported;
             self.offend_n(Offence::BadSignature, n)?;
         }
-        let silent = self.subs.values().any(|s| matches!(s, Sub::Neg { deadline: Some(d), .. } if now >= *d));
+        let silent =
+            self.subs.values().any(|s| matches!(s.kind, SubKind::Neg { silent_until: Some(d), .. } if now >= d));
         if silent {
-            self.negentropy_unsupported("no answer to NEG-OPEN").await?;
+            self.negentropy_unsupported("no answer to NEG-OPEN");
         }
-        self.expire_historic(now).await?;
-        self.retry_failed(now);
+        self.expire_historic();
+        self.retry_failed();
+        self.sweep();
+        self.regrow_budget();
+        self.awaiting_roots.retain(|_, until| now < *until);
+        if self.persist_dirty && now >= self.persist_at + std::time::Duration::from_secs(1) {
+            self.publish_persisted();
+        }
         if self.mem.state.fresh_start_due.is_some_and(|t| unix_now() >= t) {
             return Err(SessionEnd::Daily);
         }
-        Ok(())
+        self.settle()
     }
 
     /// Gives up historic subscriptions past their deadline: their batches fail (and are retried
     /// later), so a relay that never sends EOSE or drips its answer cannot hold a sync forever.
-    async fn expire_historic(&mut self, now: Instant) -> Step {
-        let subs = &self.subs;
-        self.deadlines.retain(|sub, _| subs.contains_key(sub));
+    fn expire_historic(&mut self) {
+        let now = self.now;
         let expired: Vec<String> =
-            self.deadlines.iter().filter(|(_, d)| now >= **d).map(|(sub, _)| sub.clone()).collect();
+            self.subs.iter().filter(|(_, s)| s.deadline.is_some_and(|d| now >= d)).map(|(k, _)| k.clone()).collect();
         for sub in expired {
-            self.deadlines.remove(&sub);
             let Some(s) = self.subs.remove(&sub) else { continue };
             let limit = self.ctx.settings.historic_timeout;
             let why = format!("historic subscription {sub} did not finish within {limit:?}; batch given up");
             tracing::warn!(relay = %self.ctx.url, "{why}");
             self.report(|r| {
                 r.historic_timeouts += 1;
-                r.last_error = Some(why);
+                r.last_error = Some(why.clone());
             });
-            match s {
-                Sub::Page { batch, .. } | Sub::Ids { batch, .. } => {
-                    self.send(ClientMsg::Close(sub)).await?;
+            self.history_problem(why);
+            match s.kind {
+                SubKind::Page { batch, .. } | SubKind::Ids { batch, .. } => {
+                    self.emit(ClientMsg::Close(sub));
                     self.job_done(batch, false);
                 }
-                Sub::Neg { batch, .. } => {
-                    self.send(ClientMsg::NegClose(sub)).await?;
+                SubKind::Neg { batch, .. } => {
+                    self.emit(ClientMsg::NegClose(sub));
                     self.job_done(batch, false);
                 }
-                live @ Sub::Live(..) => {
-                    self.subs.insert(sub, live);
+                live @ SubKind::Live { .. } => {
+                    self.subs.insert(sub, Sub { kind: live, acked: s.acked, deadline: None });
                 }
             }
         }
-        Ok(())
     }
 
     /// Starts a historic sync of the items whose last one failed, once `historic_retry` passed.
-    fn retry_failed(&mut self, now: Instant) {
-        if self.retry_at.is_none_or(|t| now < t) || self.in_cooldown() {
+    fn retry_failed(&mut self) {
+        if self.retry_at.is_none_or(|t| self.now < t) || self.in_cooldown() {
             return;
         }
         self.retry_at = None;
@@ -143,7 +169,47 @@ impl Session<'_> {
         let items: Vec<Item> = self.mem.failed.iter().filter(|i| !self.pending.contains(*i)).cloned().collect();
         if !items.is_empty() {
             tracing::info!(relay = %self.ctx.url, items = items.len(), "retrying failed historic sync");
+            self.report(|r| r.historic_retries += 1);
             self.start_items(items, None, false);
+        }
+    }
+
+    /// Every `sweep_interval`, a negentropy catch-up of the confirmed items live does not name
+    /// (the cold rest of tier 3), from the previous sweep on.
+    fn sweep(&mut self) {
+        if self.now < self.sweep_at || self.syncing {
+            return;
+        }
+        self.sweep_at = self.now + self.ctx.settings.sweep_interval;
+        let since = self.last_sweep_unix.saturating_sub(self.ctx.settings.catchup_margin.as_secs());
+        self.last_sweep_unix = unix_now();
+        let cold: Vec<Item> = self
+            .mem
+            .confirmed
+            .iter()
+            .filter(|i| !self.hot_items.contains(*i) && **i != Item::Announcements)
+            .cloned()
+            .collect();
+        if !cold.is_empty() {
+            tracing::debug!(relay = %self.ctx.url, items = cold.len(), since, "sweeping cold items");
+            self.report(|r| r.sweeps += 1);
+            self.start_items(cold, Some(since), true);
+        }
+    }
+
+    /// The budget grows back by one after each quiet `budget_regrow` since the last overflow.
+    fn regrow_budget(&mut self) {
+        let max = self.ctx.settings.max_subscriptions.max(2);
+        if self.mem.budget >= max {
+            self.grow_at = None;
+            return;
+        }
+        let at = *self.grow_at.get_or_insert(self.now + self.ctx.settings.budget_regrow);
+        if self.now >= at {
+            self.mem.budget += 1;
+            self.grow_at = Some(self.now + self.ctx.settings.budget_regrow);
+            self.live_dirty = true;
+            tracing::info!(relay = %self.ctx.url, budget = self.mem.budget, "subscription budget grown back");
         }
     }
 }

@@ -1,0 +1,274 @@
+//! Opening subscriptions: historic jobs (NEG-OPEN, paginated REQ, `ids` REQ) and the live
+//! tiers, including the hot-set rebuild (consolidation) and the answer to an overflow.
+
+use std::time::Instant;
+
+use super::items::{rank_roots, req_limits};
+use super::live::{self, extra_reqs, live_reqs};
+use super::planner::{Job, JobKind, Planner, Sub, SubKind};
+use crate::engine::relay_task::Item;
+use crate::remote::conn::MAX_NEG_FRAME;
+use crate::remote::negentropy::{frame_limit_for, NegSession};
+use crate::remote::paginate::Paginator;
+use crate::remote::{ClientMsg, Filter};
+
+impl Planner {
+    pub(super) fn start_job(&mut self, job: Job) {
+        match job.kind {
+            JobKind::Neg(filter) => self.open_neg(job.batch, filter),
+            JobKind::Page(pager) => self.open_page(job.batch, pager),
+            JobKind::Ids(chunk) => {
+                let sub = self.sub_id("ids");
+                let n = chunk.wanted.len() as u64;
+                if self.emit(ClientMsg::Req { sub: sub.clone(), filters: vec![chunk.filter()] }) {
+                    self.report(|r| r.ids_requested += n);
+                    let deadline = Some(self.historic_deadline());
+                    self.subs
+                        .insert(sub, Sub { kind: SubKind::Ids { batch: job.batch, chunk }, acked: false, deadline });
+                } else {
+                    self.job_done(job.batch, false);
+                }
+            }
+        }
+    }
+
+    pub(super) fn historic_deadline(&self) -> Instant {
+        self.now + self.ctx.settings.historic_timeout
+    }
+
+    fn open_neg(&mut self, batch: Option<u64>, filter: Filter) {
+        let page_limit = self.ctx.settings.page_limit;
+        let items = match self.ctx.store.negentropy_items(&filter) {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(relay = %self.ctx.url, "{e}; paginating instead");
+                return self.open_page(batch, Paginator::new(filter, page_limit));
+            }
+        };
+        // The NEG-OPEN frame carries the filter too: shrink the message budget by its size.
+        let overhead = filter.json_len() + 64;
+        let limit = frame_limit_for(MAX_NEG_FRAME.min(self.frame_limit()), overhead);
+        let (session, msg) = match NegSession::open_with_limit(items, limit) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(relay = %self.ctx.url, "{e}; paginating instead");
+                return self.open_page(batch, Paginator::new(filter, page_limit));
+            }
+        };
+        let sub = self.sub_id("neg");
+        if self.emit(ClientMsg::NegOpen { sub: sub.clone(), filter: filter.clone(), msg }) {
+            let silent_until = Some(self.now + self.ctx.settings.negentropy_timeout);
+            let kind = SubKind::Neg { batch, filter, session, need: Vec::new(), silent_until };
+            let deadline = Some(self.historic_deadline());
+            self.subs.insert(sub, Sub { kind, acked: false, deadline });
+        } else {
+            self.job_done(batch, false);
+        }
+    }
+
+    /// Starts (or restarts) the current page of a walk.
+    pub(super) fn open_page(&mut self, batch: Option<u64>, mut pager: Paginator) {
+        match pager.start_page() {
+            Some(filter) => self.send_page(batch, pager, filter),
+            None => self.job_done(batch, true),
+        }
+    }
+
+    pub(super) fn send_page(&mut self, batch: Option<u64>, pager: Paginator, filter: Filter) {
+        let sub = self.sub_id("page");
+        if self.emit(ClientMsg::Req { sub: sub.clone(), filters: vec![filter.clone()] }) {
+            let deadline = Some(self.historic_deadline());
+            self.subs.insert(sub, Sub { kind: SubKind::Page { batch, pager, filter }, acked: false, deadline });
+        } else {
+            self.job_done(batch, false);
+        }
+    }
+
+    /// Puts a subscription's work back in the queue (after a rate limit or an overflow).
+    pub(super) fn requeue(&mut self, sub: Sub) {
+        let job = match sub.kind {
+            SubKind::Live { .. } => return,
+            SubKind::Neg { batch, filter, .. } => Job { batch, kind: JobKind::Neg(filter) },
+            SubKind::Page { batch, pager, .. } => Job { batch, kind: JobKind::Page(pager) },
+            SubKind::Ids { batch, chunk } => Job { batch, kind: JobKind::Ids(chunk) },
+        };
+        self.queue.push_front(job);
+    }
+
+    fn open_live(&mut self, filters: Vec<Filter>) -> Option<String> {
+        let sub = self.sub_id("live");
+        if !self.emit(ClientMsg::Req { sub: sub.clone(), filters: filters.clone() }) {
+            return None;
+        }
+        let kind = SubKind::Live { filters, prev: Vec::new(), ready: false };
+        self.subs.insert(sub.clone(), Sub { kind, acked: false, deadline: None });
+        Some(sub)
+    }
+
+    /// Brings the live subscriptions to the live plan, within the budget. A REQ whose filters
+    /// change is sent again under the same id: the relay replaces it, no slot is needed.
+    pub(super) fn ensure_live(&mut self) {
+        if self.in_cooldown() || self.live_hold_until.is_some_and(|t| self.now < t) {
+            return;
+        }
+        self.maybe_rebuild_live();
+        if !self.live_pending {
+            return;
+        }
+        let mut done = true;
+        for i in 0..self.live_plan.len() {
+            if let Some(id) = self.live_subs.get(i).cloned() {
+                let Some(sub) = self.subs.get(&id) else { continue };
+                if matches!(&sub.kind, SubKind::Live { filters, .. } if *filters == self.live_plan[i]) {
+                    continue;
+                }
+                let filters = self.live_plan[i].clone();
+                if !self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.clone() }) {
+                    continue;
+                }
+                let sub = self.subs.get_mut(&id).expect("present");
+                // Events of the old filters may still arrive until the new EOSE.
+                let blank = SubKind::Live { filters: Vec::new(), prev: Vec::new(), ready: false };
+                let prev = match std::mem::replace(&mut sub.kind, blank) {
+                    SubKind::Live { filters, .. } => filters,
+                    _ => Vec::new(),
+                };
+                sub.kind = SubKind::Live { filters, prev, ready: false };
+                sub.acked = false;
+            } else if self.subs.len() < self.mem.budget {
+                match self.open_live(self.live_plan[i].clone()) {
+                    Some(id) => self.live_subs.push(id),
+                    None => break,
+                }
+            } else {
+                done = false;
+                break;
+            }
+        }
+        while self.live_subs.len() > self.live_plan.len() {
+            let id = self.live_subs.pop().expect("non-empty");
+            self.subs.remove(&id);
+            self.emit(ClientMsg::Close(id));
+        }
+        self.live_pending = !done;
+    }
+
+    /// Recomputes the live plan when the target changed, at most once per consolidation
+    /// interval (the first plan of a connection is not a consolidation).
+    fn maybe_rebuild_live(&mut self) {
+        if !self.live_dirty {
+            return;
+        }
+        let first = self.live_built_at.is_none();
+        if let Some(t) = self.live_built_at {
+            if self.now < t + self.ctx.settings.consolidation_interval {
+                // Too soon to repack: new items may still get a REQ of their own in a free
+                // live slot (nothing open is touched).
+                if self.extend_live() && !self.live_shrunk {
+                    self.live_dirty = false;
+                }
+                return;
+            }
+        }
+        self.live_shrunk = false;
+        self.live_dirty = false;
+        self.live_built_at = Some(self.now);
+        let repos: Vec<_> =
+            self.current.iter().filter_map(|i| if let Item::Repo(c) = i { Some(c.clone()) } else { None }).collect();
+        let roots = self.current.iter().filter_map(|i| if let Item::Root(id) = i { Some(*id) } else { None }).collect();
+        let ranked = rank_roots(self.ctx.store.as_ref(), &roots);
+        let slots = live::live_slots(self.mem.budget);
+        let (reqs, n_repos, n_roots) = live_reqs(&repos, &ranked, slots, &req_limits(self.frame_limit()));
+        let mut hot: std::collections::BTreeSet<Item> = repos.into_iter().take(n_repos).map(Item::Repo).collect();
+        hot.extend(ranked.into_iter().take(n_roots).map(Item::Root));
+        self.hot_items = hot;
+        if reqs == self.live_plan {
+            return;
+        }
+        if !first {
+            tracing::info!(relay = %self.ctx.url, reqs = reqs.len(), hot = self.hot_items.len(), "live set rebuilt");
+            self.report(|r| r.consolidations += 1);
+        }
+        self.live_plan = reqs;
+        self.live_pending = true;
+    }
+
+    /// Gives items that joined the target since the last rebuild REQs of their own, in free
+    /// live slots. Returns whether every new item is now named live.
+    fn extend_live(&mut self) -> bool {
+        let hot = &self.hot_items;
+        let repos: Vec<_> = self
+            .current
+            .iter()
+            .filter(|i| !hot.contains(*i))
+            .filter_map(|i| if let Item::Repo(c) = i { Some(c.clone()) } else { None })
+            .collect();
+        let roots: Vec<_> = self
+            .current
+            .iter()
+            .filter(|i| !hot.contains(*i))
+            .filter_map(|i| if let Item::Root(id) = i { Some(*id) } else { None })
+            .collect();
+        if repos.is_empty() && roots.is_empty() {
+            return true;
+        }
+        let free = live::live_slots(self.mem.budget).saturating_sub(self.live_plan.len());
+        if free == 0 {
+            return false;
+        }
+        let (reqs, n_repos, n_roots) = extra_reqs(&repos, &roots, free, &req_limits(self.frame_limit()));
+        let all = n_repos == repos.len() && n_roots == roots.len();
+        self.hot_items.extend(repos.into_iter().take(n_repos).map(Item::Repo));
+        self.hot_items.extend(roots.into_iter().take(n_roots).map(Item::Root));
+        if !reqs.is_empty() {
+            self.live_plan.extend(reqs);
+            self.live_pending = true;
+        }
+        all
+    }
+
+    /// The relay refused a subscription for their number: shrink the budget to what was open,
+    /// close what may be over it and what it may have dropped (unanswered historic work is
+    /// queued again; live subscriptions are reopened) and catch up on what live may have
+    /// missed since the connection opened.
+    pub(super) fn overflow(&mut self) {
+        let open = self.subs.len();
+        let budget = self.mem.budget.min(open.saturating_sub(1)).max(2);
+        self.mem.budget = budget;
+        self.last_overflow = Some(self.now);
+        self.grow_at = Some(self.now + self.ctx.settings.budget_regrow);
+        tracing::info!(relay = %self.ctx.url, budget, "too many subscriptions; budget shrunk");
+        let suspects: Vec<String> =
+            self.subs.iter().filter(|(_, s)| s.is_live() || !s.acked).map(|(k, _)| k.clone()).collect();
+        let had_live = suspects.iter().any(|k| self.subs.get(k).is_some_and(Sub::is_live));
+        for id in suspects {
+            let Some(sub) = self.subs.remove(&id) else { continue };
+            let close =
+                if matches!(sub.kind, SubKind::Neg { .. }) { ClientMsg::NegClose(id) } else { ClientMsg::Close(id) };
+            self.emit(close);
+            self.requeue(sub);
+        }
+        self.live_subs.clear();
+        self.live_plan.clear();
+        self.live_pending = true;
+        self.live_dirty = true;
+        self.live_built_at = None;
+        if had_live {
+            self.catch_up_live_gap();
+        }
+        self.report(|r| r.consolidations += 1);
+    }
+
+    /// A live subscription was lost: a catch-up of the confirmed items since the last sweep.
+    pub(super) fn catch_up_live_gap(&mut self) {
+        // At most one per consolidation interval: a relay that keeps closing live
+        // subscriptions cannot make us re-sync in a loop.
+        if self.last_catch_up.is_some_and(|t| self.now < t + self.ctx.settings.consolidation_interval) {
+            return;
+        }
+        self.last_catch_up = Some(self.now);
+        let since = self.last_sweep_unix.saturating_sub(self.ctx.settings.catchup_margin.as_secs());
+        let items: Vec<Item> = self.mem.confirmed.iter().cloned().collect();
+        self.start_items(items, Some(since), true);
+    }
+}
