@@ -77,7 +77,10 @@ async fn an_event_the_host_refuses_with_an_internal_error_is_retried_until_store
     let daemon = start_daemon(&config(S, &front.url, None, state.path(), metrics));
     until_host_holds(&host.url, &[&issue, &reply], 60).await;
     assert_eq!(front.state.writes_refused.load(std::sync::atomic::Ordering::SeqCst), 3);
-    let status = status_until(metrics, "the refusals counted", |s| s.host_refusals == 3).await;
+    let status = status_until(metrics, "the refusals counted and retried", |s| {
+        s.host_refusals == 3 && s.host_retries_pending == 0
+    })
+    .await;
     assert_eq!((status.repos, status.root_events, status.host_retries_pending), (1, 1, 0));
     stop_daemon(daemon).await;
 }

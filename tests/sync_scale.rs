@@ -75,7 +75,10 @@ async fn history_completes_within_the_budget(roots: usize, secs: u64) {
     for n in w.anns.iter().chain(&w.roots) {
         store.insert(n.clone());
     }
-    let settings = SyncSettings { max_subscriptions: 15, ..fast_settings() };
+    // A debug build reconciles tens of thousands of items slowly: NEG-OPEN gets the time a real
+    // relay's answer would take, not the short silence the small tests use to detect no NIP-77.
+    let settings =
+        SyncSettings { max_subscriptions: 15, negentropy_timeout: Duration::from_secs(20), ..fast_settings() };
     let started = std::time::Instant::now();
     let h = Harness::start(engine_config("wss://grasp.example.com", settings), w.index(&relay.url), store);
     let (max_seen, stop) = sample_open(&h, &relay.url);

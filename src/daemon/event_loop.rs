@@ -159,6 +159,8 @@ impl EventLoop {
                 Some(r) = reports.recv() => self.on_report(r),
                 Some(ev) = stream.recv() => self.on_stream(ev),
                 _ = tick.tick() => {
+                    // The loop's heartbeat for /healthz, on every pass of the status tick.
+                    self.metrics.tick();
                     self.publish_index();
                     let reports = self.engine.relays();
                     self.track_relays(&reports);
@@ -356,7 +358,6 @@ impl EventLoop {
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");
         }
-        self.metrics.tick();
     }
 
     /// Logs each relay status change.
