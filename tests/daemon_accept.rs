@@ -84,3 +84,30 @@ async fn an_event_the_host_refuses_with_an_internal_error_is_retried_until_store
     assert_eq!((status.repos, status.root_events, status.host_retries_pending), (1, 1, 0));
     stop_daemon(daemon).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grasp_server_lists_naming_this_relay_are_synced_with_announcements_and_others_are_not() {
+    let host = TestRelay::start(None).await;
+    let remote = TestRelay::start(None).await;
+    let (alice, bob, carol) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let t0 = now() - 100;
+    let ann = announcement(&alice, "alpha", &[S, &remote.url], &[], t0);
+    // History: a list naming this service, and one naming only another GRASP server.
+    let ours = signed(&bob, 10317, vec![t("g", S), t("g", "wss://other-grasp.example.com")], "", t0 + 1);
+    let theirs = signed(&carol, 10317, vec![t("g", "wss://other-grasp.example.com")], "", t0 + 2);
+    host.publish(&ann).await;
+    remote.insert_all(&[ann.clone(), ours.clone(), theirs.clone()]).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let daemon = start_daemon(&config(S, &host.url, None, state.path(), metrics));
+    until_host_holds(&host.url, &[&ours], 30).await;
+    // Live: carol's replacement names this service too, and arrives on the broad live filter.
+    status_until(metrics, "the remote connected", |s| s.relays.iter().all(|r| r.status == "connected")).await;
+    let carol_now = signed(&carol, 10317, vec![t("g", S)], "", now());
+    remote.publish(&carol_now).await;
+    until_host_holds(&host.url, &[&carol_now], 30).await;
+    let have = host_ids(&host.url).await;
+    assert!(!have.contains(&theirs.id), "a list that does not name this relay reached the host");
+    stop_daemon(daemon).await;
+}

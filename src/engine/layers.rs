@@ -1,7 +1,7 @@
 //! Filter builders for the three sync layers, and packing filters into REQs within a relay's
 //! limits and our subscription budget.
 //!
-//! - L1 announcements: `{"kinds":[30617]}`.
+//! - L1 announcements and users' GRASP server lists: `{"kinds":[10317,30617]}`.
 //! - L2 repo-tagged: kind 30618 with `#d` = our repos' identifiers; `#a`, `#A`, `#q` = our repo
 //!   coordinates (one tag letter per filter: strfry refuses filters with more than two tags).
 //! - L3 root-tagged: `#e`, `#E`, `#q` = our root event ids.
@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_STATE};
+use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_GRASP_LIST, KIND_STATE};
 use crate::policy::{Id, RepoCoord};
 use crate::remote::Filter;
 
@@ -55,7 +55,7 @@ pub struct Built {
 
 /// L1 filters (no `since`, no `limit`).
 pub fn l1_filters() -> Vec<Filter> {
-    vec![Filter::kinds([KIND_ANNOUNCEMENT])]
+    vec![Filter::kinds([KIND_ANNOUNCEMENT, KIND_GRASP_LIST])]
 }
 
 fn chunked(values: Vec<String>, chunk: usize, make: impl Fn(Vec<String>) -> Filter) -> Vec<Filter> {
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn layer_filters_have_the_documented_shape() {
-        assert_eq!(l1_filters()[0].to_json(), serde_json::json!({"kinds":[30617]}));
+        assert_eq!(l1_filters()[0].to_json(), serde_json::json!({"kinds":[10317, 30617]}));
         let built = l2_filters(&[repo(1, 3)].into(), 100);
         assert_eq!(built.filters.len(), 4);
         assert_eq!(built.filters[0], Filter::kinds([30618]).tag('d', ["1xxx".to_string()]));

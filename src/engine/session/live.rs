@@ -14,14 +14,17 @@ use std::collections::HashSet;
 
 use crate::engine::layers::{live, with_lengths, Packer, ReqLimits, MAX_TAG_VALUE_BYTES, MAX_VALUES_PER_FILTER};
 use crate::engine::relay_task::RelayTarget;
-use crate::policy::event::{parse_hex32, KIND_ANNOUNCEMENT, KIND_ISSUE, KIND_PATCH, KIND_PR, KIND_STATE};
+use crate::policy::event::{
+    parse_hex32, KIND_ANNOUNCEMENT, KIND_GRASP_LIST, KIND_ISSUE, KIND_PATCH, KIND_PR, KIND_STATE,
+};
 use crate::policy::{Id, Note, RepoCoord};
 use crate::remote::Filter;
 
 /// Kinds only git uses (NIP-34): announcements, state, patches, pull requests (and their
-/// updates), issues, status events. One broad filter covers them for every repository.
-pub(crate) const GIT_KINDS: [u64; 10] =
-    [KIND_ANNOUNCEMENT, KIND_STATE, KIND_PATCH, KIND_PR, 1619, KIND_ISSUE, 1630, 1631, 1632, 1633];
+/// updates), issues, status events, users' GRASP server lists. One broad filter covers them for
+/// every repository.
+pub(crate) const GIT_KINDS: [u64; 11] =
+    [KIND_ANNOUNCEMENT, KIND_STATE, KIND_PATCH, KIND_PR, 1619, KIND_ISSUE, 1630, 1631, 1632, 1633, KIND_GRASP_LIST];
 /// NIP-22 comments.
 pub(crate) const KIND_COMMENT: u64 = 1111;
 
@@ -114,7 +117,8 @@ fn pack_live(
     (packer.reqs, covered_repos, covered_roots)
 }
 
-/// Whether an event is about a relay's target: every announcement; anything tagging one of
+/// Whether an event is about a relay's target: every announcement and GRASP server list (the policy
+/// decides whether it names this service); anything tagging one of
 /// its repositories (`a`, `A`, `q`) or root events (`e`, `E`, `q`); state (30618) of one of
 /// its repository identifiers.
 #[derive(Debug, Default)]
@@ -138,7 +142,7 @@ impl Relevance {
     }
 
     pub(crate) fn is_relevant(&self, note: &Note) -> bool {
-        if note.kind == KIND_ANNOUNCEMENT {
+        if note.kind == KIND_ANNOUNCEMENT || note.kind == KIND_GRASP_LIST {
             return true;
         }
         note.tags.iter().filter(|t| t.len() >= 2).any(|t| {
