@@ -43,7 +43,8 @@ pub fn decode(
     }
 }
 
-/// Encodes a payload record (used by the generator).
+/// Encodes a payload record (used by the test kit's generator, beside the decoder it mirrors).
+#[cfg(any(test, feature = "testkit"))]
 pub fn encode(json: &[u8], compress: Option<(u32, &mut zstd::bulk::Compressor<'_>)>) -> Result<Vec<u8>, String> {
     match compress {
         None => {
