@@ -6,13 +6,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use grasp_sync::host::lmdb::{load_index, StrfryDb};
 use grasp_sync::policy::event::parse_hex32;
 use grasp_sync::policy::{Policy, RelayUrl};
 use nostr::prelude::*;
 use support::strfry::{binary_or_skip, Strfry};
-use tokio_tungstenite::tungstenite::Message;
 
 const SERVICE: &str = "wss://grasp.example.com";
 
@@ -21,22 +19,11 @@ fn sign(keys: &Keys, kind: u16, tags: Vec<Vec<String>>) -> Event {
     EventBuilder::new(Kind::Custom(kind), "").tags(tags).finalize(keys).unwrap()
 }
 
-async fn publish(port: u16, events: &[Event]) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap();
-    for ev in events {
-        let msg = format!("[\"EVENT\",{}]", ev.as_json());
-        ws.send(Message::text(msg)).await.unwrap();
-        // Wait for strfry's OK for this event.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let frame = tokio::time::timeout_at(deadline, ws.next()).await.expect("OK in time").unwrap().unwrap();
-            let Message::Text(text) = frame else { continue };
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            if v[0] == "OK" && v[1] == ev.id.to_hex() {
-                assert_eq!(v[2], true, "strfry stored {}: {}", ev.id, v[3]);
-                break;
-            }
-        }
+/// Publishes events to the running strfry and checks that it stored each one.
+async fn publish(url: &str, events: &[Event]) {
+    let json: Vec<serde_json::Value> = events.iter().map(|e| serde_json::from_str(&e.as_json()).unwrap()).collect();
+    for (id, stored, msg) in support::strfry::publish(url, &json).await {
+        assert!(stored, "strfry stored {id}: {msg}");
     }
 }
 
@@ -44,7 +31,6 @@ async fn publish(port: u16, events: &[Event]) {
 async fn reader_sees_events_published_to_a_running_strfry() {
     let Some(bin) = binary_or_skip("reader_sees_events_published_to_a_running_strfry") else { return };
     let strfry = Strfry::start(&bin, "  auth {\n    enabled = false\n  }");
-    let port = strfry.port;
     // strfry creates its database at start; open the reader now and keep it open throughout.
     let db_dir = strfry.db.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -67,7 +53,7 @@ async fn reader_sees_events_published_to_a_running_strfry() {
     let issue = sign(&other, 1621, vec![vec!["a".into(), coord.clone()]]);
     let comment = sign(&owner, 1111, vec![vec!["E".into(), issue.id.to_hex()]]);
     let junk = sign(&other, 1, vec![]);
-    publish(port, &[ann.clone(), issue.clone(), comment.clone(), junk]).await;
+    publish(&strfry.url(), &[ann.clone(), issue.clone(), comment.clone(), junk]).await;
 
     // A snapshot taken before the writes keeps its view; a new one sees them.
     assert_eq!(before.event_count().unwrap(), 0);
@@ -89,7 +75,7 @@ async fn reader_sees_events_published_to_a_running_strfry() {
 
     // Events written after the build are found after its last levId.
     let late = sign(&other, 1621, vec![vec!["a".into(), coord], vec!["subject".into(), "late".into()]]);
-    publish(port, std::slice::from_ref(&late)).await;
+    publish(&strfry.url(), std::slice::from_ref(&late)).await;
     let snap = db.snapshot().unwrap();
     let newer = snap.after(last, 100).unwrap();
     assert_eq!(newer.len(), 1);
