@@ -8,6 +8,7 @@ pub mod host;
 pub mod metrics;
 pub mod policy;
 pub mod remote;
+pub mod status;
 #[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;

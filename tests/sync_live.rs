@@ -147,7 +147,7 @@ async fn a_repository_that_drops_a_relay_is_no_longer_followed_there() {
     });
     eventually(10, "live set rebuilt without the dropped repo", || {
         let r = h.report(&relay.url);
-        r.repos == 1 && r.consolidations > rebuilt_before && r.live_ready >= 1 && r.status == RelayStatus::Connected
+        r.repos == 1 && r.consolidations > rebuilt_before && r.subscriptions >= 1 && r.status == RelayStatus::Connected
     })
     .await;
     // Published in this order on one connection: if the dropped repo were still followed, its

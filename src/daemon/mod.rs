@@ -162,6 +162,8 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     engine_cfg.persisted =
         saved.relays.iter().filter_map(|(url, r)| Some((RelayUrl::parse(url).ok()?, r.clone()))).collect();
     let engine = spawn_engine(engine_cfg, index_rx, dialer, store.clone(), sink_tx);
+    let board = engine.status.clone();
+    metrics.set_relay_source(move || board.reports());
 
     let mut event_loop = EventLoop::new(
         cfg.clone(),
@@ -172,7 +174,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         store,
         ingest,
         metrics,
-        engine.status.clone(),
+        engine.handle(),
         saved.relays.clone(),
     );
     // Fetched before the last stop and not yet written: written first now.

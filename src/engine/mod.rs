@@ -5,6 +5,7 @@
 
 pub mod build;
 pub(crate) mod coordinator;
+pub(crate) mod inbox;
 pub mod index;
 pub(crate) mod layers;
 pub(crate) mod lifecycle;
@@ -16,7 +17,7 @@ pub(crate) mod status;
 pub mod store;
 pub mod targets;
 
-pub use coordinator::{spawn_engine, EngineConfig, SyncEngine};
+pub use coordinator::{spawn_engine, EngineCommand, EngineConfig, EngineHandle, SyncEngine, ENGINE_QUEUE};
 pub use index::{RepoEntry, RepoSyncIndex};
 pub use lifecycle::ConnectStrategy;
 pub use relay_task::{Item, RelayTarget};

@@ -1,4 +1,4 @@
-//! Reconnect backoff and the health states a relay is shown in. (The relay task decides when to
+//! Reconnect backoff. (The relay task decides when to
 //! dial: `engine::relay_task::after_failure` / `after_session`.)
 
 /// `base · 2^(failures−1)`, capped at `max`; 0 failures → 0.
@@ -8,33 +8,6 @@ pub fn backoff_secs(failures: u32, base: u64, max: u64) -> u64 {
     }
     let shift = (failures - 1).min(63);
     base.saturating_mul(1u64 << shift).min(max)
-}
-
-/// How a relay is doing, for `/status` and for choosing what to try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HealthStatus {
-    /// Working, or never tried.
-    Healthy,
-    /// Recovered less than `degraded_secs` ago.
-    Degraded,
-    /// Failing, retrying with backoff.
-    Failing,
-    /// Failing for `dead_after_secs` or more: one try per `dead_retry_secs`.
-    Dead,
-    /// Told us to slow down; waiting out the cooldown.
-    RateLimited,
-}
-
-impl HealthStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealthStatus::Healthy => "healthy",
-            HealthStatus::Degraded => "degraded",
-            HealthStatus::Failing => "failing",
-            HealthStatus::Dead => "dead",
-            HealthStatus::RateLimited => "rate_limited",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,6 @@ pub use classify::{classify, Signal, Source};
 pub use conn::{ConnError, Connection, WireCounters};
 pub use dial::{DialError, Dialer, NetDialer, WsStream};
 pub use filter::Filter;
-pub use health::{backoff_secs, HealthStatus};
+pub use health::backoff_secs;
 pub use message::{ClientMsg, RelayMsg};
 pub use paginate::{PageEnd, PaginationReport, Paginator};

@@ -1,7 +1,7 @@
 //! One connected session with a relay. The decisions are the [`planner::Planner`]'s (a state
 //! machine without I/O, unit-tested without sockets); this module is the thin driver around the
-//! socket: it feeds the planner what the relay says, the target's changes and a fixed-rate
-//! tick, and carries out the actions it returns (frames to send, events to hand on).
+//! socket: it feeds the planner what the relay says, the commands of the task's inbox and a
+//! fixed-rate tick, and carries out the actions it returns (frames to send, events to hand on).
 
 mod guard;
 mod handlers;
@@ -14,11 +14,11 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use crate::engine::inbox::{Inbox, RelayCommand};
 use crate::engine::lifecycle::ConnectStrategy;
-use crate::engine::relay_task::{Ctx, RelayMemory, RelayTarget};
+use crate::engine::relay_task::{Ctx, RelayMemory};
 use crate::engine::store::Fetched;
 use crate::remote::{ConnError, Connection};
 
@@ -48,7 +48,7 @@ pub(crate) async fn run(
     mem: RelayMemory,
     mut conn: Connection,
     degraded_until: Option<Instant>,
-    target: &mut watch::Receiver<RelayTarget>,
+    inbox: &mut Inbox,
     strategy: ConnectStrategy,
 ) -> (SessionEnd, RelayMemory, Option<u64>) {
     let pctx = PlannerCtx {
@@ -60,7 +60,7 @@ pub(crate) async fn run(
         counters: conn.counters().clone(),
     };
     let mut p = Planner::new(pctx, mem, degraded_until, Instant::now());
-    let t = target.borrow_and_update().clone();
+    let t = inbox.take_target();
     let mut step = p.start(strategy, &t, Instant::now());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -71,7 +71,7 @@ pub(crate) async fn run(
         if let Err(end) = step {
             break end;
         }
-        if p.should_close(&target.borrow()) {
+        if p.should_close(&inbox.target()) {
             break SessionEnd::Unneeded;
         }
         step = tokio::select! {
@@ -81,12 +81,10 @@ pub(crate) async fn run(
                 Some(Err(e)) => Err(SessionEnd::Lost(e.to_string())),
                 Some(Ok(m)) => p.on_msg(m, Instant::now()),
             },
-            changed = target.changed() => match changed {
-                Err(_) => Err(SessionEnd::Shutdown),
-                Ok(()) => {
-                    let t = target.borrow_and_update().clone();
-                    p.on_target(&t, Instant::now())
-                }
+            cmd = inbox.recv() => match cmd {
+                RelayCommand::Target(t) => p.on_target(&t, Instant::now()),
+                RelayCommand::BadSignature => p.on_bad_signature(Instant::now()),
+                RelayCommand::Shutdown => Err(SessionEnd::Shutdown),
             },
             _ = tick.tick() => p.on_tick(Instant::now()),
         };
