@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 mod event_loop;
+mod settings;
 pub mod state;
 pub mod store;
 
@@ -19,9 +20,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::engine::rejected::{RejectedIndex, RejectedLimits};
-use crate::engine::{spawn_engine, EngineConfig};
+use crate::engine::spawn_engine;
 use crate::host::ingest::{self, IngestConfig};
-use crate::host::lmdb::{load_index, StrfryDb};
+use crate::host::lmdb::{load_index, LmdbError, StrfryDb};
 use crate::host::stream::{self, StreamConfig};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, RelayUrl};
@@ -44,10 +45,24 @@ pub(crate) fn now() -> u64 {
 pub enum StartError {
     #[error(transparent)]
     State(#[from] state::StateError),
-    #[error("cannot open strfry's database (host.strfry_db = {path}): {error}")]
-    Lmdb { path: PathBuf, error: String },
-    #[error("cannot listen on metrics.listen = {addr}: {error}")]
-    Metrics { addr: String, error: String },
+    #[error("cannot open strfry's database (host.strfry_db = {path}): {source}")]
+    Lmdb {
+        path: PathBuf,
+        #[source]
+        source: LmdbError,
+    },
+    #[error("the index build from strfry's database (host.strfry_db = {path}) stopped: {source}")]
+    IndexBuild {
+        path: PathBuf,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot listen on metrics.listen = {addr}: {source}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until `shutdown` completes, then stops within [`SHUTDOWN_BUDGET`].
@@ -63,24 +78,23 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let metrics = Metrics::new(cfg.service_url.as_str());
     let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
         .await
-        .map_err(|e| StartError::Metrics { addr: cfg.metrics.listen.to_string(), error: e.to_string() })?;
+        .map_err(|source| StartError::Metrics { addr: cfg.metrics.listen.to_string(), source })?;
     tracing::info!(listen = %cfg.metrics.listen, "serving /metrics and /status");
     let server = tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
 
     let (db, built, last_lev) = match &cfg.host.strfry_db {
         Some(path) => {
-            let lmdb_err = |e: &dyn std::fmt::Display| StartError::Lmdb { path: path.clone(), error: e.to_string() };
             // Reading a large database takes seconds: off the async workers, so status is served
             // meanwhile.
             let (open_path, open_policy) = (path.clone(), policy.clone());
             let opened = tokio::task::spawn_blocking(move || {
-                let db = StrfryDb::open(&open_path).map_err(|e| e.to_string())?;
-                let loaded = load_index(&db, &open_policy).map_err(|e| e.to_string())?;
-                Ok::<_, String>((db, loaded))
+                let db = StrfryDb::open(&open_path)?;
+                let loaded = load_index(&db, &open_policy)?;
+                Ok::<_, LmdbError>((db, loaded))
             })
             .await
-            .unwrap_or_else(|e| Err(format!("index build stopped: {e}")))
-            .map_err(|e| lmdb_err(&e));
+            .map_err(|source| StartError::IndexBuild { path: path.clone(), source })
+            .and_then(|r| r.map_err(|source| StartError::Lmdb { path: path.clone(), source }));
             let (db, (built, last_lev, took)) = match opened {
                 Ok(x) => x,
                 Err(e) => {
@@ -157,7 +171,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let (index_tx, index_rx) = watch::channel(built.index.clone());
     // Fetched events wait here for their check; no more of them than the ingest queue holds.
     let (sink_tx, sink_rx) = mpsc::channel(cfg.host.ingest_queue.clamp(16, 4096));
-    let mut engine_cfg = EngineConfig::from_config(&cfg);
+    let mut engine_cfg = settings::engine_config(&cfg);
     // The engine decides per relay: a relay left within `quick_reconnect_secs` resumes quickly.
     engine_cfg.persisted =
         saved.relays.iter().filter_map(|(url, r)| Some((RelayUrl::parse(url).ok()?, r.clone()))).collect();

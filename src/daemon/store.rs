@@ -36,7 +36,7 @@ impl LocalStore for HostStore {
             Some(db) => db
                 .snapshot()
                 .and_then(|snap| snap.local_set(filter))
-                .map_err(|e| StoreError(format!("strfry LMDB: {e}")))?,
+                .map_err(|e| StoreError::Read { what: "strfry LMDB", source: Box::new(e) })?,
             None => self.seen.negentropy_items(filter)?,
         };
         items.extend(self.rejected.lock().unwrap_or_else(|e| e.into_inner()).local_items(filter));

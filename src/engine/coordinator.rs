@@ -10,7 +10,6 @@ use tokio::sync::{mpsc, watch};
 use crate::engine::inbox::{inbox, RelayHandle};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
 use crate::engine::relay_task::{run_relay, Ctx, RelayTarget};
 use crate::engine::relays::PersistedRelay;
 use crate::engine::status::{SyncSettings, SyncStatus, REFUSED_SAMPLE_PER_REASON};
@@ -33,29 +32,6 @@ pub struct EngineConfig {
     /// Relay state read back from the state dir (a restart within the quick-reconnect window
     /// resumes instead of starting fresh; NIP-77 support is remembered).
     pub persisted: BTreeMap<RelayUrl, PersistedRelay>,
-}
-
-impl EngineConfig {
-    pub fn from_config(cfg: &Config) -> Self {
-        let s = &cfg.sync;
-        let base = std::time::Duration::from_secs(s.base_backoff_secs);
-        EngineConfig {
-            service_url: cfg.service_url.clone(),
-            bootstrap: s.bootstrap_relays.clone(),
-            allow_private: s.allow_private_addresses,
-            max_relays: s.max_relays,
-            settings: SyncSettings {
-                negentropy: s.negentropy,
-                base_backoff: base,
-                connect_timeout: base,
-                max_backoff: std::time::Duration::from_secs(s.max_backoff_secs),
-                quick_reconnect: std::time::Duration::from_secs(s.quick_reconnect_secs),
-                max_subscriptions: s.max_subscriptions_per_relay,
-                ..SyncSettings::default()
-            },
-            persisted: BTreeMap::new(),
-        }
-    }
 }
 
 impl EngineConfig {

@@ -83,16 +83,6 @@ impl Default for TargetRules {
     }
 }
 
-impl From<&crate::config::SyncConfig> for TargetRules {
-    fn from(c: &crate::config::SyncConfig) -> Self {
-        TargetRules {
-            bootstrap: c.bootstrap_relays.clone(),
-            allow_private_addresses: c.allow_private_addresses,
-            max_relays: c.max_relays,
-        }
-    }
-}
-
 /// Why a relay is not a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusedReason {
