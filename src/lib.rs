@@ -1,5 +1,6 @@
 //! grasp-sync: makes a strfry relay a GRASP-02 relay.
 
+pub mod accepted;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use grasp_sync::engine::build::Built;
+use grasp_sync::accepted::build::Built;
 use grasp_sync::host::lmdb::{load_index, StrfryDb};
 use grasp_sync::policy::{Policy, RelayUrl};
 use serde_json::Value;

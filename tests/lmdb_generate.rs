@@ -192,7 +192,7 @@ proptest! {
 
 #[test]
 fn large_layers_take_the_batch_scan_path_and_agree_with_the_in_memory_build() {
-    use grasp_sync::engine::build::{build, MemorySource};
+    use grasp_sync::accepted::build::{build, MemorySource};
     use grasp_sync::host::lmdb::source::SCAN_BATCH;
     use grasp_sync::policy::{Facts, Policy, RelayUrl};
     let owner = "33".repeat(32);

@@ -132,7 +132,7 @@ fn a_forbidden_import_is_reported() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policy")).unwrap();
     std::fs::create_dir_all(dir.join("engine")).unwrap();
-    std::fs::write(dir.join("policy/view.rs"), "use crate::engine::index::RepoSyncIndex;\n").unwrap();
+    std::fs::write(dir.join("policy/view.rs"), "use crate::engine::targets::Targets;\n").unwrap();
     std::fs::write(
         dir.join("engine/mod.rs"),
         "#[cfg(test)]\nmod tests;\nuse crate::policy::Note;\n// crate::daemon in a comment\n\

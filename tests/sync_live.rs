@@ -106,7 +106,7 @@ async fn a_bootstrap_relay_stays_connected_with_full_announcements() {
     relay.insert_all(&anns).await;
     let mut cfg = engine_config("wss://grasp.example.com", fast_settings());
     cfg.bootstrap = vec![url(&relay.url)];
-    let h = Harness::start(cfg, grasp_sync::engine::RepoSyncIndex::new(), Arc::new(MemoryStore::new()));
+    let h = Harness::start(cfg, grasp_sync::accepted::RepoSyncIndex::new(), Arc::new(MemoryStore::new()));
     eventually(20, "announcements held", || h.holds(&anns) && connected(&h, &relay.url)).await;
     let live = announcement("three", &["wss://c.example.com"]);
     relay.publish(&live).await;

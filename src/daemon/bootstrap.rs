@@ -1,5 +1,5 @@
 //! Building the repo index from any NIP-01 host over its websocket, when strfry's LMDB is not
-//! configured: the same [`build`](crate::engine::build::build) algorithm, with each lookup
+//! configured: the same [`build`](crate::accepted::build::build) algorithm, with each lookup
 //! answered by a paginated `REQ`. Slower than LMDB (one round trip per lookup), but it needs
 //! nothing but the host's URL.
 
@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::engine::build::{build, Built, EventSource};
+use crate::accepted::build::{build, Built, EventSource};
 use crate::policy::{Facts, Id, Note, Policy, RelayUrl};
 use crate::remote::Filter;
 

@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 mod event_loop;
+pub mod rejected;
 mod settings;
 pub mod state;
 pub mod store;
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::engine::rejected::{RejectedIndex, RejectedLimits};
+use crate::daemon::rejected::{RejectedIndex, RejectedLimits};
 use crate::engine::spawn_engine;
 use crate::host::ingest::{self, IngestConfig};
 use crate::host::lmdb::{load_index, LmdbError, StrfryDb};
@@ -228,7 +229,7 @@ async fn build_when_host_answers(
     cfg: &Config,
     policy: &Policy,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Option<crate::engine::build::Built> {
+) -> Option<crate::accepted::build::Built> {
     let mut failures = 0u32;
     loop {
         let t = std::time::Instant::now();

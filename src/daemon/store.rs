@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::engine::rejected::RejectedIndex;
+use crate::daemon::rejected::RejectedIndex;
 use crate::engine::store::{LocalStore, MemoryStore, StoreError};
 use crate::host::lmdb::StrfryDb;
 use crate::policy::Id;

@@ -10,12 +10,12 @@ use tokio::sync::{mpsc, watch};
 use crate::engine::inbox::{inbox, RelayHandle};
 use tokio::task::JoinHandle;
 
+use crate::accepted::RepoSyncIndex;
 use crate::engine::relay_task::{run_relay, Ctx, RelayTarget};
 use crate::engine::relays::PersistedRelay;
 use crate::engine::status::{SyncSettings, SyncStatus, REFUSED_SAMPLE_PER_REASON};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::{derive_relay_targets, summarize_refusals, TargetRules};
-use crate::engine::RepoSyncIndex;
 use crate::policy::RelayUrl;
 use crate::remote::Dialer;
 

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use crate::engine::index::RepoSyncIndex;
+use crate::accepted::index::RepoSyncIndex;
 use crate::policy::{AddressClass, Id, RelayUrl, RepoCoord};
 
 /// A set of sync items: repositories (layer 2) and root events (layer 3).
