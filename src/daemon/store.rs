@@ -30,8 +30,26 @@ impl HostStore {
     }
 }
 
+/// Runs blocking work (an LMDB scan, a scan of the rejected hold) off the async scheduler: on a
+/// multi-threaded runtime the worker hands its other tasks to the rest before blocking, so relay
+/// tasks, the event loop and `/status` keep running. (A single-threaded runtime, as in unit
+/// tests, has no other worker to hand them to: the work then runs in place.)
+fn off_the_scheduler<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 impl LocalStore for HostStore {
     fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(u64, Id)>, StoreError> {
+        off_the_scheduler(|| self.scan(filter))
+    }
+}
+
+impl HostStore {
+    fn scan(&self, filter: &Filter) -> Result<Vec<(u64, Id)>, StoreError> {
         let mut items = match &self.db {
             Some(db) => db
                 .snapshot()
