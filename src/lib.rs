@@ -11,3 +11,4 @@ pub mod remote;
 #[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;
+pub mod wire;

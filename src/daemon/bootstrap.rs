@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::engine::build::{build, Built, EventSource};
 use crate::policy::{Facts, Id, Note, Policy, RelayUrl};
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// Page size of lookups (strfry clamps larger limits to 500).
 const PAGE: u64 = 500;

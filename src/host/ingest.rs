@@ -23,8 +23,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::policy::event::{is_root_kind, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_STATE};
 use crate::policy::{Note, RelayUrl};
-use crate::remote::classify::mentions_rate_limit;
-use crate::remote::health::backoff_secs;
+use crate::wire::backoff;
+use crate::wire::reason::mentions_rate_limit;
 
 /// Settings of the ingest task.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl IngestConfig {
             max_backoff_secs: 30,
             ok_timeout: Duration::from_secs(30),
             max_attempts: 3,
-            max_frame: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
+            max_frame: crate::wire::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
         }
     }
 }
@@ -245,11 +245,11 @@ impl Ingest {
                 Stop::Finished => break,
                 Stop::Disconnected(why) => {
                     failures += 1;
-                    let wait = Duration::from_secs(backoff_secs(
+                    let wait = backoff(
                         failures,
-                        self.cfg.base_backoff_secs,
-                        self.cfg.max_backoff_secs,
-                    ));
+                        Duration::from_secs(self.cfg.base_backoff_secs),
+                        Duration::from_secs(self.cfg.max_backoff_secs),
+                    );
                     tracing::warn!(url = %self.cfg.url, error = %why, retry_in = ?wait, queued = self.queue.len(), "ingest: host unreachable");
                     self.wait_offline(wait, &mut flush_deadline).await;
                 }

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PR};
 use crate::policy::{Note, RelayUrl};
-use crate::remote::health::backoff_secs;
+use crate::wire::{backoff, unix_now};
 
 /// Kinds whose arrival changes the repository index.
 pub const STREAM_KINDS: [u64; 5] = [KIND_ANNOUNCEMENT, KIND_PATCH, KIND_PR, KIND_ISSUE, KIND_DELETION];
@@ -42,10 +42,6 @@ pub enum StreamEvent {
     Connected(bool),
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Runs until `shutdown` turns true or the receiver is dropped.
 pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown: watch::Receiver<bool>) {
     let mut since = cfg.since;
@@ -64,7 +60,7 @@ pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown
                 }
                 tracing::info!(url = %cfg.url, since, "host stream: subscribed");
                 let outcome = follow(ws, &cfg, since, &out, &mut shutdown).await;
-                since = now().saturating_sub(RECONNECT_MARGIN_SECS);
+                since = unix_now().saturating_sub(RECONNECT_MARGIN_SECS);
                 if out.send(StreamEvent::Connected(false)).await.is_err() {
                     return;
                 }
@@ -77,7 +73,8 @@ pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown
             Err(_) => "connect timed out".to_string(),
         };
         failures += 1;
-        let wait = Duration::from_secs(backoff_secs(failures, cfg.base_backoff_secs, cfg.max_backoff_secs));
+        let wait =
+            backoff(failures, Duration::from_secs(cfg.base_backoff_secs), Duration::from_secs(cfg.max_backoff_secs));
         tracing::warn!(url = %cfg.url, error = %error, retry_in = ?wait, "host stream: disconnected");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::remote::filter::Filter;
+use crate::wire::filter::Filter;
 
 /// Highest page size ever requested.
 pub const MAX_PAGE_LIMIT: u64 = 500;

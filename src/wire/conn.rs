@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,7 +25,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::remote::message::{ClientMsg, MsgError, RelayMsg};
+use crate::wire::clock::unix_now;
+use crate::wire::message::{ClientMsg, MsgError, RelayMsg};
 
 /// Largest NIP-77 frame we send (strfry's negentropy frame budget).
 pub const MAX_NEG_FRAME: usize = 60_000;
@@ -116,10 +117,6 @@ fn incoming_error(e: tokio_tungstenite::tungstenite::Error) -> ConnError {
         }
         other => ConnError::Ws(other.to_string()),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The keepalive probe in progress: a Ping is due or out, and when the silence check began.

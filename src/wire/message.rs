@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::policy::Note;
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// A message we send to a relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
