@@ -85,7 +85,7 @@ impl Default for SyncSettings {
             id_chunk: crate::remote::historic::DEFAULT_ID_CHUNK,
             page_limit: crate::wire::paginate::DEFAULT_PAGE_LIMIT,
             filter_chunk: 100,
-            payload_limit: crate::wire::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
+            payload_limit: crate::wire::conn::DEFAULT_PAYLOAD_LIMIT,
             daily: (Duration::from_secs(23 * 3600), Duration::from_secs(25 * 3600)),
             historic_timeout: Duration::from_secs(120),
             historic_retry: Duration::from_secs(600),
