@@ -88,14 +88,7 @@ mod tests {
     #[test]
     fn rate_limit_texts_from_every_source() {
         for source in [Notice, Closed, OkFalse, NegErr] {
-            for text in [
-                "rate-limited: you are noting too much",
-                "RATE LIMIT exceeded",
-                "error: too many requests",
-                "please slow down",
-                "Throttled",
-                "ratelimited, try later",
-            ] {
+            for text in crate::wire::reason::SLOW_DOWN_TEXTS {
                 assert_eq!(classify(source, text), RateLimited, "{source:?} {text}");
             }
         }

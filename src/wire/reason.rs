@@ -12,21 +12,24 @@ pub fn mentions_rate_limit(text: &str) -> bool {
     RATE.iter().any(|n| t.contains(n)) || (t.contains("rate") && t.contains("limit"))
 }
 
+/// Slow-down texts as relays word them, for tests.
+#[cfg(test)]
+pub(crate) const SLOW_DOWN_TEXTS: &[&str] = &[
+    "rate-limited: you are noting too much",
+    "RATE LIMIT exceeded",
+    "error: too many requests",
+    "please slow down",
+    "Throttled",
+    "ratelimited, try later",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn slow_down_texts_are_recognised_in_any_case() {
-        for text in [
-            "rate-limited: you are noting too much",
-            "RATE LIMIT exceeded",
-            "error: too many requests",
-            "please slow down",
-            "Throttled",
-            "ratelimited, try later",
-            "ERROR: too many concurrent REQs",
-        ] {
+        for text in SLOW_DOWN_TEXTS.iter().chain(&["ERROR: too many concurrent REQs"]) {
             assert!(mentions_rate_limit(text), "{text}");
         }
         for text in ["blocked: not a repository event", "error: internal error", "invalid: bad signature", ""] {
