@@ -1,5 +1,6 @@
 //! The health states a remote relay is shown in. (The relay task decides when to dial:
-//! `engine::relay_task::after_failure` / `after_session`, waiting [`crate::wire::backoff`].)
+//! `engine::relay_task::after_failure` / `after_session`, waiting
+//! [`crate::wire::backoff::backoff`].)
 
 /// How a relay is doing, for `/status` and for choosing what to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
