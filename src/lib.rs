@@ -13,3 +13,4 @@ pub mod status;
 #[cfg(any(test, feature = "testkit"))]
 #[doc(hidden)]
 pub mod testkit;
+pub mod wire;

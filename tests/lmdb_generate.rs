@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use grasp_sync::host::lmdb::layout::{self, table};
 use grasp_sync::host::lmdb::StrfryDb;
 use grasp_sync::policy::Note;
-use grasp_sync::remote::filter::Filter;
 use grasp_sync::testkit::generate::Generator;
+use grasp_sync::wire::filter::Filter;
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {

@@ -10,11 +10,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grasp_sync::engine::relay_task::backoff;
-use grasp_sync::engine::HealthStatus;
-use grasp_sync::engine::{MemoryStore, RelayReport, RelayStatus, SyncSettings};
+use grasp_sync::engine::{HealthStatus, MemoryStore, RelayReport, RelayStatus, SyncSettings};
 use grasp_sync::policy::{Note, RepoCoord};
 use grasp_sync::remote::abuse::AbuseLimits;
+use grasp_sync::wire::backoff;
 use serde_json::{json, Value};
 use sync_support::*;
 
@@ -489,7 +488,7 @@ async fn a_relay_that_resets_every_connection_is_redialled_on_the_backoff_schedu
     let span = *accepted.last().unwrap() - accepted[0];
     // The n-th dial cannot come before the first n−1 backoffs have been waited.
     let n = accepted.len() as u32;
-    let schedule: Duration = (1..n).map(|k| backoff(&s, k)).sum();
+    let schedule: Duration = (1..n).map(|k| backoff(k, s.base_backoff, s.max_backoff)).sum();
     assert!(span >= schedule.mul_f64(0.9), "{n} dials in {span:?}; the schedule needs {schedule:?}");
     let r = h.report(&bad.url);
     assert!(matches!(r.health, HealthStatus::Failing | HealthStatus::Degraded), "{:?}", r.health);

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::state::{self, SavedState, STATE_VERSION};
 use super::store::HostStore;
-use super::{now, SAVE_EVERY};
+use super::SAVE_EVERY;
 use crate::accepted::build::Built;
 use crate::accepted::RepoSyncIndex;
 use crate::config::Config;
@@ -23,8 +23,8 @@ use crate::host::stream::StreamEvent;
 use crate::metrics::Metrics;
 use crate::policy::event::parse_hex32;
 use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Policy, RelayUrl, Verdict};
-use crate::status::RefusedRelay;
-use crate::status::RelayReport;
+use crate::status::{RefusedRelay, RelayReport};
+use crate::wire::unix_now;
 
 /// Accepted events waiting for room in the ingest queue. Fetched events are only read while the
 /// outbox holds fewer than this: when the host is down and the ingest queue is full, the loop stops
@@ -247,7 +247,7 @@ impl EventLoop {
                     match held_since {
                         Some(since) => rejected.hold_again(note, facts, since),
                         None => {
-                            rejected.hold(note, facts, now());
+                            rejected.hold(note, facts, unix_now());
                         }
                     }
                 }
@@ -303,7 +303,7 @@ impl EventLoop {
         let change = self.view.forget(&facts.id);
         self.index_dirty |= self.index.apply_change(self.policy.service(), &self.view, &change);
         if msg.starts_with("blocked:") {
-            self.rejected().hold(note, facts, now());
+            self.rejected().hold(note, facts, unix_now());
         }
     }
 
@@ -340,7 +340,7 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         self.due_retries();
-        let settled = self.rejected().expire(now());
+        let settled = self.rejected().expire(unix_now());
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");
         }
@@ -372,7 +372,7 @@ impl EventLoop {
         let persisted = self.engine.status.persisted();
         // Relays the engine no longer tracks are forgotten once a restart could not resume them
         // quickly anyway (their entry would only save a negentropy probe).
-        let keep_after = now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
+        let keep_after = unix_now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
         self.relays.retain(|url, r| {
             persisted.keys().any(|u| u.as_str() == url)
                 || r.disconnected_at.or(r.last_connected).is_some_and(|t| t >= keep_after)
@@ -440,7 +440,7 @@ impl EventLoop {
     /// crash (events in flight may be lost) the engine starts them fresh.
     pub(super) fn save_state(&mut self, unsent: Vec<Note>, stopping: bool) -> Result<(), state::StateError> {
         self.collect_persisted();
-        let t = now();
+        let t = unix_now();
         let mut relays = self.relays.clone();
         if stopping {
             for r in relays.values_mut() {

@@ -15,7 +15,7 @@ pub mod store;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -28,6 +28,7 @@ use crate::host::stream::{self, StreamConfig};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, RelayUrl};
 use crate::remote::Dialer;
+use crate::wire::{backoff, unix_now};
 
 use event_loop::EventLoop;
 use store::HostStore;
@@ -36,10 +37,6 @@ use store::HostStore;
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
 /// How often the state file is written while running.
 pub const SAVE_EVERY: Duration = Duration::from_secs(30);
-
-pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 /// Errors that stop the daemon before it runs.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +68,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     state::check_writable(&cfg.state.dir)?;
     let saved = state::load(&cfg.state.dir)?.unwrap_or_default();
     let policy = Policy::new(cfg.service_url.clone(), cfg.policy.require_clone);
-    let started_at = now();
+    let started_at = unix_now();
 
     tokio::pin!(shutdown);
 
@@ -244,11 +241,11 @@ async fn build_when_host_answers(
             }
             Err(e) => {
                 failures += 1;
-                let wait = Duration::from_secs(crate::remote::health::backoff_secs(
+                let wait = backoff(
                     failures,
-                    cfg.sync.base_backoff_secs.min(5),
-                    cfg.sync.max_backoff_secs.min(30),
-                ));
+                    Duration::from_secs(cfg.sync.base_backoff_secs.min(5)),
+                    Duration::from_secs(cfg.sync.max_backoff_secs.min(30)),
+                );
                 tracing::warn!(url = %cfg.host.url, error = %format!("{e:#}"), retry_in = ?wait, "cannot build the repository index from the host; waiting for it");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

@@ -8,7 +8,7 @@ use crate::daemon::rejected::RejectedIndex;
 use crate::engine::store::{LocalStore, MemoryStore, StoreError};
 use crate::host::lmdb::StrfryDb;
 use crate::policy::Id;
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 pub struct HostStore {
     db: Option<Arc<StrfryDb>>,

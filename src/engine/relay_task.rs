@@ -10,12 +10,13 @@ use tokio::sync::mpsc;
 use crate::engine::inbox::{Inbox, RelayCommand};
 use crate::engine::lifecycle::{connect_strategy_with_margin, ConnectStrategy};
 use crate::engine::relays::{PersistedRelay, RelayState};
-use crate::engine::session::{self, unix_now, SessionEnd};
+use crate::engine::session::{self, SessionEnd};
 use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::ItemSet;
 use crate::policy::{Id, RelayUrl, RepoCoord};
-use crate::remote::{Connection, Dialer, WireCounters};
+use crate::remote::Dialer;
+use crate::wire::{backoff, unix_now, Connection, WireCounters};
 
 /// A unit of sync work on one relay.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -79,19 +80,13 @@ pub struct Ctx {
     pub persisted: Option<PersistedRelay>,
 }
 
-/// Backoff after `failures` consecutive failed connects: `base · 2^(failures−1)`, capped.
-pub fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(30);
-    settings.base_backoff.saturating_mul(1u32 << exp).min(settings.max_backoff)
-}
-
 /// Wait and health after a failed connect: backoff while failing, one try per `dead_retry` once
 /// the relay has failed for `dead_after`.
 pub fn after_failure(settings: &SyncSettings, failures: u32, failing_for: Duration) -> (Duration, HealthStatus) {
     if failing_for >= settings.dead_after {
         (settings.dead_retry, HealthStatus::Dead)
     } else {
-        (backoff(settings, failures), HealthStatus::Failing)
+        (backoff(failures, settings.base_backoff, settings.max_backoff), HealthStatus::Failing)
     }
 }
 
@@ -286,16 +281,6 @@ pub async fn run_relay(ctx: Ctx, mut inbox: Inbox) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let s = SyncSettings::default();
-        assert_eq!(backoff(&s, 1), Duration::from_secs(5));
-        assert_eq!(backoff(&s, 2), Duration::from_secs(10));
-        assert_eq!(backoff(&s, 4), Duration::from_secs(40));
-        assert_eq!(backoff(&s, 20), Duration::from_secs(3600));
-        assert_eq!(backoff(&s, 1000), Duration::from_secs(3600));
-    }
 
     #[test]
     fn a_relay_failing_for_a_day_is_dead_and_tried_daily() {

@@ -55,7 +55,7 @@ pub struct SyncSettings {
     /// Longest a frame may take to be written before the connection counts as lost.
     pub send_timeout: Duration,
     /// Keepalive, pong, send and close deadlines of every connection.
-    pub liveness: crate::remote::conn::Liveness,
+    pub liveness: crate::wire::conn::Liveness,
     /// Misbehaviour budgets and the live event rate per connection.
     pub abuse: crate::remote::abuse::AbuseLimits,
     /// How often confirmed items outside the live hot set are caught up by negentropy.
@@ -85,15 +85,15 @@ impl Default for SyncSettings {
             negentropy_timeout: Duration::from_secs(10),
             max_subscriptions: 15,
             id_chunk: crate::remote::historic::DEFAULT_ID_CHUNK,
-            page_limit: crate::remote::paginate::DEFAULT_PAGE_LIMIT,
+            page_limit: crate::wire::paginate::DEFAULT_PAGE_LIMIT,
             filter_chunk: 100,
-            payload_limit: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
+            payload_limit: crate::wire::conn::DEFAULT_PAYLOAD_LIMIT,
             daily: (Duration::from_secs(23 * 3600), Duration::from_secs(25 * 3600)),
             historic_timeout: Duration::from_secs(120),
             historic_retry: Duration::from_secs(600),
             stable_session: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
-            liveness: crate::remote::conn::Liveness::default(),
+            liveness: crate::wire::conn::Liveness::default(),
             abuse: crate::remote::abuse::AbuseLimits::default(),
             sweep_interval: Duration::from_secs(3600),
             consolidation_interval: Duration::from_secs(60),

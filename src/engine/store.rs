@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::policy::{Id, Note, RelayUrl};
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// An event fetched from a remote relay, with the relay it came from.
 ///

@@ -6,12 +6,12 @@
 
 use std::time::Instant;
 
-use super::planner::{unix_now, Planner, Step, Sub, SubKind};
+use super::planner::{Planner, Step, Sub, SubKind};
 use super::SessionEnd;
 use crate::engine::relay_task::Item;
 use crate::engine::status::HealthStatus;
 use crate::remote::abuse::Offence;
-use crate::remote::ClientMsg;
+use crate::wire::{unix_now, ClientMsg};
 
 /// Prefixes of the subscription ids we open (followed by a number from `next_id`).
 const SUB_PREFIXES: [&str; 4] = ["live", "neg", "page", "ids"];

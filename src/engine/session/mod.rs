@@ -20,9 +20,9 @@ use crate::engine::inbox::{Inbox, RelayCommand};
 use crate::engine::lifecycle::ConnectStrategy;
 use crate::engine::relay_task::{Ctx, RelayMemory};
 use crate::engine::store::Fetched;
-use crate::remote::{ConnError, Connection};
+use crate::wire::{ConnError, Connection};
 
-pub(crate) use planner::{unix_now, Action, Planner, PlannerCtx};
+pub(crate) use planner::{Action, Planner, PlannerCtx};
 
 /// How often the planner's timers are checked. An `Interval` on absolute deadlines: steady
 /// traffic cannot postpone it.

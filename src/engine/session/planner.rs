@@ -20,8 +20,8 @@ use crate::policy::{Id, Note, RelayUrl};
 use crate::remote::abuse::{Budget, TokenBucket};
 use crate::remote::historic::IdChunk;
 use crate::remote::negentropy::NegSession;
-use crate::remote::paginate::Paginator;
-use crate::remote::{ClientMsg, Filter, WireCounters};
+use crate::wire::paginate::Paginator;
+use crate::wire::{unix_now, ClientMsg, Filter, WireCounters};
 
 use super::items::{encode_confirmed, item_digest, item_filters};
 use super::live::{self, Relevance};
@@ -158,10 +158,6 @@ pub(crate) struct Planner {
 }
 
 pub(super) type Step = Result<(), SessionEnd>;
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 impl Planner {
     pub(crate) fn new(ctx: PlannerCtx, mem: RelayMemory, degraded_until: Option<Instant>, now: Instant) -> Self {

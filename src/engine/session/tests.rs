@@ -15,7 +15,7 @@ use crate::engine::relay_task::{target_items, Item, RelayMemory, RelayTarget};
 use crate::engine::status::{SyncSettings, SyncStatus};
 use crate::engine::store::MemoryStore;
 use crate::policy::{Id, Note, RelayUrl, RepoCoord};
-use crate::remote::{ClientMsg, RelayMsg, WireCounters};
+use crate::wire::{ClientMsg, RelayMsg, WireCounters};
 
 const PK: &str = "9997a497d964fc1a62885b05a51166a65a90df00492c8d7cf61d6accf54803be";
 

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,12 +25,13 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::remote::message::{ClientMsg, MsgError, RelayMsg};
+use crate::wire::clock::unix_now;
+use crate::wire::message::{ClientMsg, MsgError, RelayMsg};
 
 /// Largest NIP-77 frame we send (strfry's negentropy frame budget).
 pub const MAX_NEG_FRAME: usize = 60_000;
 /// strfry's default `maxWebsocketPayloadSize`: bigger client frames drop the connection.
-pub const DEFAULT_REMOTE_PAYLOAD_LIMIT: usize = 131_072;
+pub const DEFAULT_PAYLOAD_LIMIT: usize = 131_072;
 
 /// Deadlines of one connection. Defaults follow DESIGN.md §9; tests shrink them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +117,6 @@ fn incoming_error(e: tokio_tungstenite::tungstenite::Error) -> ConnError {
         }
         other => ConnError::Ws(other.to_string()),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The keepalive probe in progress: a Ping is due or out, and when the silence check began.
@@ -211,9 +208,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Writes one message; gives up after the send deadline ([`ConnError::SendTimeout`], after
-    /// which the connection is unusable).
-    pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), ConnError> {
+    /// The text frame of a message, counted as sent, or [`ConnError::TooLarge`] (nothing sent;
+    /// the connection stays usable).
+    fn frame(&self, msg: &ClientMsg) -> Result<Message, ConnError> {
         let text = msg.encode();
         let limit = self.limit_for(msg);
         if text.len() > limit {
@@ -221,10 +218,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.counters.bytes_out.fetch_add(text.len() as u64, Ordering::Relaxed);
         self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+        Ok(Message::text(text))
+    }
+
+    /// Writes one message; gives up after the send deadline ([`ConnError::SendTimeout`], after
+    /// which the connection is unusable).
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), ConnError> {
+        let frame = self.frame(msg)?;
         let deadline = self.liveness.send_timeout;
-        match tokio::time::timeout(deadline, self.ws.send(Message::text(text))).await {
+        match tokio::time::timeout(deadline, self.ws.send(frame)).await {
             Ok(Ok(())) => {
                 // The flush at the end of a send also carried any queued Ping.
+                self.flush_pending = false;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ConnError::Ws(e.to_string())),
+            Err(_) => Err(ConnError::SendTimeout(deadline)),
+        }
+    }
+
+    /// Queues one message without flushing it, for pipelining many frames behind one
+    /// [`Connection::flush`]. Waits only while the socket's buffer is full, for at most the send
+    /// deadline.
+    pub async fn feed(&mut self, msg: &ClientMsg) -> Result<(), ConnError> {
+        let frame = self.frame(msg)?;
+        let deadline = self.liveness.send_timeout;
+        match tokio::time::timeout(deadline, self.ws.feed(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ConnError::Ws(e.to_string())),
+            Err(_) => Err(ConnError::SendTimeout(deadline)),
+        }
+    }
+
+    /// Writes everything queued by [`Connection::feed`], within the send deadline.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        let deadline = self.liveness.send_timeout;
+        match tokio::time::timeout(deadline, self.ws.flush()).await {
+            Ok(Ok(())) => {
                 self.flush_pending = false;
                 Ok(())
             }
@@ -346,7 +376,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(buffer);
         let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
         let relay = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
-        (Connection::with_liveness(client, DEFAULT_REMOTE_PAYLOAD_LIMIT, Arc::default(), L), relay)
+        (Connection::with_liveness(client, DEFAULT_PAYLOAD_LIMIT, Arc::default(), L), relay)
     }
 
     /// A relay that reads (and so answers Pings) but never says anything; counts Pings.
