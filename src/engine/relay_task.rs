@@ -232,7 +232,7 @@ pub async fn run_relay(ctx: Ctx, mut inbox: Inbox) {
             r.bytes_out = counters.bytes_out();
         });
         let (ended, why) = match &end {
-            SessionEnd::Lost(e) => (Some(Ended::Lost), e.clone()),
+            SessionEnd::Lost(e) => (Some(Ended::Lost), e.to_string()),
             SessionEnd::Misbehaving(e) => (Some(Ended::Misbehaving), e.clone()),
             SessionEnd::TooFast(e) => (Some(Ended::TooFast), e.clone()),
             _ => (None, String::new()),

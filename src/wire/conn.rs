@@ -89,10 +89,14 @@ impl WireCounters {
 }
 
 /// What went wrong on a connection.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnError {
+    /// The websocket layer failed (reset, protocol error, TLS…); the cause is kept.
     #[error("websocket error: {0}")]
-    Ws(String),
+    Ws(#[source] Arc<tokio_tungstenite::tungstenite::Error>),
+    /// The relay closed the connection.
+    #[error("connection closed by the relay")]
+    Closed,
     #[error("refusing to send a {len}-byte frame (limit {limit})")]
     TooLarge { len: usize, limit: usize },
     /// The relay sent a message over our accept limit; the connection is dropped.
@@ -115,7 +119,7 @@ fn incoming_error(e: tokio_tungstenite::tungstenite::Error) -> ConnError {
         Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             ConnError::Oversized { size, limit: max_size }
         }
-        other => ConnError::Ws(other.to_string()),
+        other => ConnError::Ws(Arc::new(other)),
     }
 }
 
@@ -232,7 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.flush_pending = false;
                 Ok(())
             }
-            Ok(Err(e)) => Err(ConnError::Ws(e.to_string())),
+            Ok(Err(e)) => Err(ConnError::Ws(Arc::new(e))),
             Err(_) => Err(ConnError::SendTimeout(deadline)),
         }
     }
@@ -245,7 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let deadline = self.liveness.send_timeout;
         match tokio::time::timeout(deadline, self.ws.feed(frame)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ConnError::Ws(e.to_string())),
+            Ok(Err(e)) => Err(ConnError::Ws(Arc::new(e))),
             Err(_) => Err(ConnError::SendTimeout(deadline)),
         }
     }
@@ -258,7 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.flush_pending = false;
                 Ok(())
             }
-            Ok(Err(e)) => Err(ConnError::Ws(e.to_string())),
+            Ok(Err(e)) => Err(ConnError::Ws(Arc::new(e))),
             Err(_) => Err(ConnError::SendTimeout(deadline)),
         }
     }
@@ -294,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.flush_pending {
                 match Pin::new(&mut self.ws).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.flush_pending = false,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(e.to_string()))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(Arc::new(e)))),
                     Poll::Pending => {}
                 }
             }
@@ -313,14 +317,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match Pin::new(&mut self.ws).poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         if let Err(e) = Pin::new(&mut self.ws).start_send(Message::Ping(Default::default())) {
-                            return Poll::Ready(Err(ConnError::Ws(e.to_string())));
+                            return Poll::Ready(Err(ConnError::Ws(Arc::new(e))));
                         }
                         self.probe = Some(Probe { queued: true, ..p });
                         self.flush_pending = true;
                         self.counters.pings.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(e.to_string()))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(Arc::new(e)))),
                     Poll::Pending => {}
                 }
             }
@@ -465,7 +469,7 @@ mod tests {
             }
             assert!(sent < 100, "the pipe holds 4 kB; sends must block");
         };
-        assert_eq!(err, ConnError::SendTimeout(L.send_timeout));
+        assert!(matches!(err, ConnError::SendTimeout(d) if d == L.send_timeout), "{err:?}");
         assert_eq!(start.elapsed().as_secs(), 30);
         let start = Instant::now();
         conn.close().await;

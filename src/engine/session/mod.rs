@@ -31,7 +31,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// Why a session ended.
 #[derive(Debug)]
 pub(crate) enum SessionEnd {
-    Lost(String),
+    /// The connection failed or the relay closed it (the cause is kept).
+    Lost(ConnError),
     /// A misbehaviour budget ran out (the text says which).
     Misbehaving(String),
     /// Live events came faster than the per-relay rate.
@@ -76,9 +77,9 @@ pub(crate) async fn run(
         }
         step = tokio::select! {
             msg = conn.recv() => match msg {
-                None => Err(SessionEnd::Lost("connection closed by the relay".into())),
+                None => Err(SessionEnd::Lost(ConnError::Closed)),
                 Some(Err(ConnError::Malformed(e))) => p.on_malformed(&e.to_string(), Instant::now()),
-                Some(Err(e)) => Err(SessionEnd::Lost(e.to_string())),
+                Some(Err(e)) => Err(SessionEnd::Lost(e)),
                 Some(Ok(m)) => p.on_msg(m, Instant::now()),
             },
             cmd = inbox.recv() => match cmd {
@@ -102,7 +103,7 @@ async fn carry_out(ctx: &Ctx, conn: &mut Connection, actions: Vec<Action>) -> Re
         match action {
             Action::Send(msg) => {
                 let Ok(sent) = tokio::time::timeout(ctx.settings.send_timeout, conn.send(&msg)).await else {
-                    return Err(SessionEnd::Lost("the relay does not read what we send (write timed out)".into()));
+                    return Err(SessionEnd::Lost(ConnError::SendTimeout(ctx.settings.send_timeout)));
                 };
                 match sent {
                     Ok(()) => {}
@@ -111,7 +112,7 @@ async fn carry_out(ctx: &Ctx, conn: &mut Connection, actions: Vec<Action>) -> Re
                         tracing::error!(relay = %ctx.url, "{e}");
                         ctx.status.update(&ctx.url, |r| r.last_error = Some(e.to_string()));
                     }
-                    Err(e) => return Err(SessionEnd::Lost(e.to_string())),
+                    Err(e) => return Err(SessionEnd::Lost(e)),
                 }
             }
             Action::Deliver(note) => {
