@@ -14,6 +14,13 @@
 //! (`until = min − 1`), and if that page was full, records the second as possibly truncated
 //! (the relay may hold more events in it than one page can carry).
 //!
+//! A learned cap can be wrong: a first page of 50 events all in one second looks like a relay
+//! capping at 50, and the next page (the same second again, nothing new, "full") would then
+//! report that second as truncated. Before reporting a second as truncated under a learned cap,
+//! the walk asks one probe page without any condition and a `limit` one above the cap: a relay
+//! that returns more than the cap does not cap there, the first page was the whole result, and
+//! nothing is truncated. The probe's events are counted, never delivered.
+//!
 //! A relay that caps below [`MIN_PLAUSIBLE_CAP`] (and below our limit) cannot be told from a
 //! small result set; a second holding more events than its cap may then be cut silently.
 //!
@@ -88,6 +95,10 @@ pub struct Paginator {
     done: bool,
     /// The relay serves `limit` events per page whenever it holds that many.
     full_pages: bool,
+    /// The page in flight is a probe of the learned cap, made when `second` looked truncated.
+    probing: Option<u64>,
+    /// The learned cap was probed already (at most one probe per walk).
+    probed: bool,
 }
 
 impl Paginator {
@@ -108,6 +119,8 @@ impl Paginator {
             report: PaginationReport::default(),
             done: false,
             full_pages: false,
+            probing: None,
+            probed: false,
         }
     }
 
@@ -153,6 +166,10 @@ impl Paginator {
     /// on), false for a duplicate of an event already delivered by this walk.
     pub fn on_event(&mut self, id: &str, created_at: u64) -> bool {
         self.page_count += 1;
+        if self.probing.is_some() {
+            // A probe's events only tell how many the relay serves.
+            return false;
+        }
         self.page_min = Some(self.page_min.map_or(created_at, |m| m.min(created_at)));
         if self.boundary_at == Some(created_at) && self.boundary_ids.contains(id) {
             return false;
@@ -179,6 +196,16 @@ impl Paginator {
         if self.done {
             return PageEnd::Done(self.report.clone());
         }
+        if let Some(second) = self.probing.take() {
+            if self.page_count > self.limit {
+                // The relay serves more than the learned cap: the first page was the whole
+                // result, not a cap, and the second was not cut.
+                self.report.relay_cap = None;
+            } else {
+                self.report.truncated_seconds.insert(second);
+            }
+            return self.step_past(second);
+        }
         let Some(min) = self.page_min else {
             // An empty page: nothing at or below `until` is left.
             return self.finish();
@@ -204,18 +231,42 @@ impl Paginator {
                 return self.finish();
             }
             if full {
+                if self.report.relay_cap.is_some() && !self.probed {
+                    // "Full" only by a cap we guessed: find out before reporting.
+                    return self.probe(min);
+                }
                 // That second alone filled a page: it may hold more than we saw.
                 self.report.truncated_seconds.insert(min);
             }
-            match min.checked_sub(1) {
-                Some(n) => n,
-                None => return self.finish(),
-            }
+            return self.step_past(min);
         };
-        if self.base.since.is_some_and(|s| next < s) {
+        self.next_page(next)
+    }
+
+    /// Asks one page of anything, one more than the learned cap, to test that cap.
+    fn probe(&mut self, second: u64) -> PageEnd {
+        self.probed = true;
+        self.probing = Some(second);
+        self.page_count = 0;
+        self.page_new = 0;
+        self.page_min = None;
+        self.report.pages += 1;
+        PageEnd::Next(Filter { limit: Some(self.limit + 1), ..Filter::default() })
+    }
+
+    /// Goes on below `second` (whose events have all come back).
+    fn step_past(&mut self, second: u64) -> PageEnd {
+        match second.checked_sub(1) {
+            Some(n) => self.next_page(n),
+            None => self.finish(),
+        }
+    }
+
+    fn next_page(&mut self, until: u64) -> PageEnd {
+        if self.base.since.is_some_and(|s| until < s) {
             return self.finish();
         }
-        self.until = Some(next);
+        self.until = Some(until);
         match self.start_page() {
             Some(f) => PageEnd::Next(f),
             None => PageEnd::Done(self.report.clone()),
@@ -406,6 +457,23 @@ mod tests {
         assert!(got.len() >= 150, "at least 100 of the crowded second");
         let older: HashSet<&String> = s[150..].iter().map(|(_, id)| id).collect();
         assert!(older.iter().all(|id| got.contains(id)), "every older event is still reached");
+    }
+
+    #[test]
+    fn a_crowded_second_that_is_the_whole_result_is_not_taken_for_a_cap() {
+        // 50 matching events in one second, on an uncapped relay holding 200 others.
+        let mut times = vec![900; 50];
+        times.extend(100..300);
+        let s = store(&times);
+        let mut base = Filter::kinds([1]);
+        base.since = Some(800);
+        let (got, report, requests) = walk(&s, base, 500);
+        assert_eq!(got.len(), 50, "the probe's events are not delivered");
+        assert!(report.is_complete() && report.relay_cap.is_none(), "{report:?}");
+        assert_eq!(requests, 4, "first page, the same second again, one probe, the empty page below");
+        // Behind a relay that really caps at 50, the same second is reported.
+        let (_, report, _) = walk_capped(&s, Filter { since: Some(800), ..Filter::kinds([1]) }, 500, 50);
+        assert!(report.truncated(), "{report:?}");
     }
 
     #[test]
