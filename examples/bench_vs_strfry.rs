@@ -226,17 +226,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let strfry_resync = strfry_sync("re-sync")?;
-    if let Some((secs, s)) = resync {
-        let (i, o, r) = totals(&s);
-        println!(
-            "re-sync, nothing changed: /status history complete in {secs:.3} s (strfry sync: {strfry_resync:.3} s, ratio {:.2}); {i} bytes in + {o} bytes out = {:.2} % of the first sync's {}; events_received {r}",
-            secs / strfry_resync,
-            100.0 * (i + o) as f64 / (bytes_in + bytes_out) as f64,
-            bytes_in + bytes_out
-        );
-    } else {
-        println!("re-sync, nothing changed: history never complete within 600 s");
+    let report_resync = |what: &str, resync: Option<(f64, grasp_sync::metrics::Status)>| {
+        if let Some((secs, s)) = resync {
+            let (i, o, r) = totals(&s);
+            println!(
+                "{what}, nothing changed: /status history complete in {secs:.3} s (strfry sync: {strfry_resync:.3} s, ratio {:.2}); {i} bytes in + {o} bytes out = {:.2} % of the first sync's {}; events_received {r}",
+                secs / strfry_resync,
+                100.0 * (i + o) as f64 / (bytes_in + bytes_out) as f64,
+                bytes_in + bytes_out
+            );
+        } else {
+            println!("{what}, nothing changed: history never complete within 600 s");
+        }
+    };
+    report_resync("re-sync (fresh start, state removed)", resync);
+    // A clean restart keeps the state: every relay resumes as a quick reconnect.
+    terminate(&mut daemon);
+    let t = Instant::now();
+    let mut daemon = start_daemon(&grasp, &config)?;
+    let mut resync = None;
+    while resync.is_none() && t.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Ok(s) = grasp_sync::metrics::fetch_status(metrics_addr).await {
+            if history_complete(&s) {
+                resync = Some((t.elapsed().as_secs_f64(), s));
+            }
+        }
     }
+    report_resync("clean restart (state kept)", resync);
     if !live {
         terminate(&mut daemon);
         return Ok(());
