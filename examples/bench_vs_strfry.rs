@@ -59,8 +59,18 @@ fn history_complete(s: &grasp_sync::metrics::Status) -> bool {
     !s.relays.is_empty() && s.relays.iter().all(|r| r.status == "connected" && r.historic_done == r.historic_total)
 }
 
+/// Starts `grasp-sync run`; `RUST_LOG` (default `warn`) is passed on, and `BENCH_DAEMON_LOG` names a
+/// file its log is appended to (otherwise it goes to this process's standard error).
 fn start_daemon(grasp: &std::path::Path, config: &std::path::Path) -> std::io::Result<std::process::Child> {
-    Command::new(grasp).args(["run", "--config"]).arg(config).env("RUST_LOG", "warn").stdout(Stdio::null()).spawn()
+    let mut cmd = Command::new(grasp);
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null());
+    if let Some(path) = std::env::var_os("BENCH_DAEMON_LOG") {
+        cmd.stderr(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+    }
+    cmd.spawn()
 }
 
 #[tokio::main]
