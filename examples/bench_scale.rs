@@ -261,7 +261,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let urls: Vec<String> = remotes.iter().map(|r| r.url.clone()).collect();
     let announcements = sign_all(n_repos, |r| {
         let relays = vec!["relays".into(), SERVICE.into(), urls[relay_of(r)].clone()];
-        sign(&maintainers[r % 100], 30617, vec![t("d", &format!("repo-{r}")), relays], "", T0)
+        // Distinct timestamps, as real announcements have (the host is queried page by page).
+        sign(&maintainers[r % 100], 30617, vec![t("d", &format!("repo-{r}")), relays], "", T0 - 100_000 + r as u64)
     });
     // Roots: created one per second per relay-0 index, so relay 0's newest root is the last one.
     let roots = sign_all(n_roots, |i| {
