@@ -17,6 +17,9 @@
 //!   latency remote → host for comments and reactions on the newest (hot) and oldest (cold) root of
 //!   relay 0.
 
+#[path = "../tests/support/strfry.rs"]
+mod strfry;
+
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use nostr_relay_builder::prelude::{
-    Event, EventBuilder, Filter, Keys, Kind, LocalRelay, MemoryDatabase, MemoryDatabaseOptions,
+    Event, EventBuilder, Filter, JsonUtil, Keys, Kind, LocalRelay, MemoryDatabase, MemoryDatabaseOptions,
     NostrDatabase, RateLimit, RelayBuilder, Tag, Timestamp,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -197,20 +200,36 @@ fn sign_all(n: usize, make: impl Fn(usize) -> Event + Sync) -> Vec<Event> {
     })
 }
 
-fn vm_hwm_kb(pid: u32) -> Option<u64> {
+/// A `kB` field of `/proc/PID/status` (`VmHWM`, `VmRSS`, `RssAnon`).
+fn proc_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn vm_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+enum Host {
+    Strfry(strfry::Strfry),
+    Memory { _relay: LocalRelay, db: Arc<MemoryDatabase>, url: String },
+}
+
+impl Host {
+    fn url(&self) -> String {
+        match self {
+            Host::Strfry(s) => s.url(),
+            Host::Memory { url, .. } => url.clone(),
+        }
+    }
+
+    async fn count(&self) -> usize {
+        match self {
+            Host::Strfry(s) => strfry::count(s.port).await as usize,
+            Host::Memory { db, .. } => db.count(Filter::new()).await.unwrap_or(0),
+        }
+    }
 }
 
 struct Daemon(Child);
@@ -302,20 +321,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         per_relay[1..].iter().max().unwrap()
     );
 
-    // The host: accepts every write; holds the announcements.
-    let host_db = memory_db();
-    let (_host, host_url) = start_relay(host_db.clone()).await;
-    for ann in &announcements {
-        host_db.save_event(ann).await?;
-    }
+    // The host: accepts every write; holds the announcements. With `--strfry-host`, a strfry
+    // process whose database the daemon reads (the production path: index and local sets from
+    // LMDB); otherwise an in-process relay the daemon queries (it then keeps what the host holds in
+    // memory, so its RSS grows with the events).
     let total = announcements.len() + roots.len() + comments.len();
+    let host = if std::env::args().any(|a| a == "--strfry-host") {
+        let bin = strfry::find_strfry().ok_or("--strfry-host needs a strfry binary (STRFRY_BIN or PATH)")?;
+        let s = strfry::Strfry::start_in(&bin, dir.path(), "host", "");
+        let json: Vec<serde_json::Value> =
+            announcements.iter().map(|e| serde_json::from_str(&e.as_json()).unwrap()).collect();
+        s.import(&json);
+        Host::Strfry(s)
+    } else {
+        let host_db = memory_db();
+        let (relay, url) = start_relay(host_db.clone()).await;
+        for ann in &announcements {
+            host_db.save_event(ann).await?;
+        }
+        Host::Memory { _relay: relay, db: host_db, url }
+    };
+    let host_url = host.url();
 
     let metrics = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
     let config = dir.path().join("grasp-sync.toml");
+    let db_line = match &host {
+        Host::Strfry(s) => format!("strfry_db = \"{}\"\n", s.db.display()),
+        Host::Memory { .. } => String::new(),
+    };
     std::fs::write(
         &config,
         format!(
-            "service_url = \"{SERVICE}\"\n[host]\nurl = \"{host_url}\"\n[sync]\nallow_private_addresses = true\n\
+            "service_url = \"{SERVICE}\"\n[host]\nurl = \"{host_url}\"\n{db_line}[sync]\nallow_private_addresses = true\n\
              [state]\ndir = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\n",
             dir.path().join("state").display()
         ),
@@ -335,11 +372,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut history_secs = None;
     let mut last_print = Instant::now();
     let mut rss_peak_sampled = 0;
+    let mut anon_peak_sampled = 0;
+    let mut index_built = None;
     let status = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        rss_peak_sampled = rss_peak_sampled.max(vm_rss_kb(pid).unwrap_or(0));
+        rss_peak_sampled = rss_peak_sampled.max(proc_kb(pid, "VmRSS").unwrap_or(0));
+        anon_peak_sampled = anon_peak_sampled.max(proc_kb(pid, "RssAnon").unwrap_or(0));
         let Ok(s) = grasp_sync::metrics::fetch_status(metrics).await else { continue };
         let connected = s.relays.iter().filter(|r| r.status == "connected").count();
+        if index_built.is_none() && s.repos > 0 {
+            index_built = Some(t_start.elapsed().as_secs_f64());
+        }
         if first_connected.is_none() && connected > 0 {
             first_connected = Some(t_start.elapsed().as_secs_f64());
         }
@@ -348,7 +391,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if last_print.elapsed() > Duration::from_secs(10) {
             last_print = Instant::now();
-            let held = host_db.count(Filter::new()).await.unwrap_or(0);
+            let held = host.count().await;
             let big = s.relays.iter().find(|r| r.url.starts_with(&urls[0]));
             println!(
                 "  {:.0} s: {connected}/{} relays connected, host holds {held}/{total}, index {} roots; relay 0: {} {}/{} batches, {} jobs queued",
@@ -362,7 +405,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         if history_secs.is_some() && s.ingest_queue == 0 {
-            let held = host_db.count(Filter::new()).await.unwrap_or(0);
+            let held = host.count().await;
             if held >= total {
                 break s;
             }
@@ -373,8 +416,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let stored_secs = t_start.elapsed().as_secs_f64();
-    let held = host_db.count(Filter::new()).await.unwrap_or(0);
-    let hwm_history = vm_hwm_kb(pid).unwrap_or(0);
+    let held = host.count().await;
+    let hwm_history = proc_kb(pid, "VmHWM").unwrap_or(0);
     let sum = |f: fn(&grasp_sync::metrics::RelayStatus) -> u64| status.relays.iter().map(f).sum::<u64>();
     println!("history complete (every relay connected in /status): {:.2} s", history_secs.unwrap_or(f64::NAN));
     println!("  first relay connected at {:.2} s; host held all {held}/{total} events at {stored_secs:.2} s", first_connected.unwrap_or(f64::NAN));
@@ -395,9 +438,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         remotes[0].counter.connections.load(Ordering::SeqCst)
     );
     println!(
-        "  daemon RSS: VmHWM {:.1} MB at history complete (sampled VmRSS peak {:.1} MB)",
+        "  daemon RSS: VmHWM {:.1} MB at history complete (sampled peaks: VmRSS {:.1} MB, RssAnon {:.1} MB); index built at {:.1} s",
         hwm_history as f64 / 1024.0,
-        rss_peak_sampled as f64 / 1024.0
+        rss_peak_sampled as f64 / 1024.0,
+        anon_peak_sampled as f64 / 1024.0,
+        index_built.unwrap_or(f64::NAN)
     );
 
     // Live: comments and reactions on relay 0's newest (hot) and oldest (cold) root, right after
@@ -411,7 +456,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_secs(settle)).await;
         live_phase(&format!("{settle} s later"), &host_url, &remotes[0], hot, cold, live_m).await?;
     }
-    println!("daemon peak RSS (VmHWM) at the end: {:.1} MB", vm_hwm_kb(pid).unwrap_or(0) as f64 / 1024.0);
+    println!("daemon peak RSS (VmHWM) at the end: {:.1} MB", proc_kb(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0);
     drop(daemon);
     Ok(())
 }
