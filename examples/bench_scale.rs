@@ -36,7 +36,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 const SERVICE: &str = "wss://git.example.test";
-const T0: u64 = 1_700_000_000;
+/// History starts 60 days ago (strfry refuses events older than its `rejectEventsOlderThanSeconds`).
+fn t0() -> u64 {
+    Timestamp::now().as_secs() - 60 * 86_400
+}
 
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default().max_message_size(Some(16 << 20)).max_frame_size(Some(16 << 20))
@@ -274,6 +277,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let t_gen = Instant::now();
+    let t0 = t0();
     let maintainers: Vec<Keys> = (0..100).map(|_| Keys::generate()).collect();
     let authors: Vec<Keys> = (0..50).map(|_| Keys::generate()).collect();
     let coord = |repo: usize| format!("30617:{}:repo-{repo}", maintainers[repo % 100].public_key().to_hex());
@@ -281,11 +285,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let announcements = sign_all(n_repos, |r| {
         let relays = vec!["relays".into(), SERVICE.into(), urls[relay_of(r)].clone()];
         // Distinct timestamps, as real announcements have (the host is queried page by page).
-        sign(&maintainers[r % 100], 30617, vec![t("d", &format!("repo-{r}")), relays], "", T0 - 100_000 + r as u64)
+        sign(&maintainers[r % 100], 30617, vec![t("d", &format!("repo-{r}")), relays], "", t0 - 100_000 + r as u64)
     });
     // Roots: created one per second per relay-0 index, so relay 0's newest root is the last one.
     let roots = sign_all(n_roots, |i| {
-        let at = T0 + 100 + i as u64;
+        let at = t0 + 100 + i as u64;
         sign(&authors[i % 50], 1621, vec![t("a", &coord(root_repo(i))), t("subject", &format!("issue {i}"))], "", at)
     });
     let n_comments = n_roots / 10;
