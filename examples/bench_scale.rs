@@ -362,7 +362,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     )?;
     let t_start = Instant::now();
-    let child = Command::new(&grasp)
+    // BENCH_DAEMON_WRAPPER (e.g. "heaptrack -o /tmp/daemon") runs the daemon under a profiler; the
+    // RSS figures are then the wrapper's.
+    let wrapper = std::env::var("BENCH_DAEMON_WRAPPER").unwrap_or_default();
+    let mut words: Vec<String> = wrapper.split_whitespace().map(String::from).collect();
+    words.push(grasp.display().to_string());
+    let child = Command::new(&words[0])
+        .args(&words[1..])
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
