@@ -1,7 +1,8 @@
 //! grasp-sync against `strfry sync`, with real strfry processes on loopback (needs a strfry binary:
 //! `$STRFRY_BIN` or `strfry` on PATH). Run through `scripts/bench-vs-strfry [EVENTS]` (one repository,
 //! 100 issues, comments up to EVENTS in all) or `scripts/bench-vs-strfry REPOS ISSUES COMMENTS`
-//! (REPOS repositories, ISSUES issues each, COMMENTS comments on every issue); `--no-live` skips step 5.
+//! (REPOS repositories, ISSUES issues each, COMMENTS comments on every issue); `--no-live` skips step 5,
+//! `--no-plugin` runs the host without the writePolicy plugin.
 //!
 //! 1. A remote strfry holds the repositories' history: announcements, issues (kind 1621) and NIP-22
 //!    comments on them (`E` + `K` tags).
@@ -173,12 +174,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = free_port();
     let metrics_addr: std::net::SocketAddr = ([127, 0, 0, 1], metrics).into();
     let plugin = format!("{} plugin --config {}", grasp.display(), config.display());
-    let host_b = Strfry::start_in(
-        &strfry,
-        dir.path(),
-        "host-grasp-sync",
-        &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"),
-    );
+    // `--no-plugin`: the host runs without the writePolicy plugin (to see what the plugin's round
+    // trip per event costs strfry's write path).
+    let policy = if std::env::args().any(|a| a == "--no-plugin") {
+        String::new()
+    } else {
+        format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}")
+    };
+    let host_b = Strfry::start_in(&strfry, dir.path(), "host-grasp-sync", &policy);
     let state_dir = dir.path().join("state");
     std::fs::write(
         &config,
