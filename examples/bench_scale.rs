@@ -162,9 +162,8 @@ struct Remote {
 }
 
 async fn start_relay(db: Arc<MemoryDatabase>) -> (LocalRelay, String) {
-    let builder = RelayBuilder::default()
-        .database(db)
-        .rate_limit(RateLimit { max_reqs: 1_000, notes_per_minute: 100_000_000 });
+    let builder =
+        RelayBuilder::default().database(db).rate_limit(RateLimit { max_reqs: 1_000, notes_per_minute: 100_000_000 });
     let relay = LocalRelay::new(builder);
     relay.run().await.expect("relay runs");
     let url = relay.url().await.to_string().trim_end_matches('/').to_string();
@@ -430,7 +429,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hwm_history = proc_kb(pid, "VmHWM").unwrap_or(0);
     let sum = |f: fn(&grasp_sync::metrics::RelayStatus) -> u64| status.relays.iter().map(f).sum::<u64>();
     println!("history complete (every relay connected in /status): {:.2} s", history_secs.unwrap_or(f64::NAN));
-    println!("  first relay connected at {:.2} s; host held all {held}/{total} events at {stored_secs:.2} s", first_connected.unwrap_or(f64::NAN));
+    println!(
+        "  first relay connected at {:.2} s; host held all {held}/{total} events at {stored_secs:.2} s",
+        first_connected.unwrap_or(f64::NAN)
+    );
     println!(
         "  events_received {}, bytes in {}, bytes out {}, historic_failed {}, truncated {}",
         sum(|r| r.events_received),

@@ -97,10 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event(
                 &alice,
                 30617,
-                vec![
-                    vec!["d".into(), format!("bench-{r}")],
-                    vec!["relays".into(), SERVICE.into(), remote_url.clone()],
-                ],
+                vec![vec!["d".into(), format!("bench-{r}")], vec!["relays".into(), SERVICE.into(), remote_url.clone()]],
                 "",
                 now - 90_000,
             )
@@ -295,7 +292,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sender = async {
         for i in 0..m {
             let root = roots[i % roots.len()].to_string();
-            let ev = event(&bob, 1111, vec![vec!["E".into(), root], vec!["K".into(), "1621".into()]], &format!("live {i}"), Timestamp::now().as_secs());
+            let ev = event(
+                &bob,
+                1111,
+                vec![vec!["E".into(), root], vec!["K".into(), "1621".into()]],
+                &format!("live {i}"),
+                Timestamp::now().as_secs(),
+            );
             sent_at.insert(ev["id"].as_str().unwrap().to_string(), Instant::now());
             publ.send(Message::text(json!(["EVENT", ev]).to_string())).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
