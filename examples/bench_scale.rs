@@ -427,7 +427,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stored_secs = t_start.elapsed().as_secs_f64();
     let held = host.count().await;
     let hwm_history = proc_kb(pid, "VmHWM").unwrap_or(0);
-    let sum = |f: fn(&grasp_sync::metrics::RelayStatus) -> u64| status.relays.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&grasp_sync::metrics::RelayReport) -> u64| status.relays.iter().map(f).sum::<u64>();
     println!("history complete (every relay connected in /status): {:.2} s", history_secs.unwrap_or(f64::NAN));
     println!(
         "  first relay connected at {:.2} s; host held all {held}/{total} events at {stored_secs:.2} s",
