@@ -1,13 +1,21 @@
 //! grasp-sync against `strfry sync`, with real strfry processes on loopback (needs a strfry binary:
-//! `$STRFRY_BIN` or `strfry` on PATH). Run through `scripts/bench-vs-strfry [EVENTS]`.
+//! `$STRFRY_BIN` or `strfry` on PATH). Run through `scripts/bench-vs-strfry [EVENTS]` (one repository,
+//! 100 issues, comments up to EVENTS in all) or `scripts/bench-vs-strfry REPOS ISSUES COMMENTS`
+//! (REPOS repositories, ISSUES issues each, COMMENTS comments on every issue); `--no-live` skips step 5,
+//! `--no-plugin` runs the host without the writePolicy plugin.
 //!
-//! 1. A remote strfry holds one repository's history: its announcement, 100 issues and comments on
-//!    them (EVENTS in all).
-//! 2. `strfry sync <remote> --dir down` with the filters grasp-sync would use (L1, L2 `#a`, L3 `#E`)
-//!    into an empty strfry: wall time.
+//! 1. A remote strfry holds the repositories' history: announcements, issues (kind 1621) and NIP-22
+//!    comments on them (`E` + `K` tags).
+//! 2. `strfry sync <remote> --dir down` with the filters grasp-sync would use (L1, L2 `#a`, L3 `#E`
+//!    in chunks of at most 1,000 ids so each NEG-OPEN fits strfry's 131,072-byte frames) into an
+//!    empty strfry: wall time, added up over the invocations.
 //! 3. `grasp-sync run` beside another empty strfry (running `grasp-sync plugin`) that holds only the
-//!    announcement: wall time from start until the host holds every event, and bytes on the wire.
-//! 4. Live: events published to the remote one by one; latency until each is on the host.
+//!    announcements: wall time from start until the host holds every event, until `/status` shows
+//!    history complete, bytes on the wire and `events_received`.
+//! 4. Re-sync with nothing changed: the daemon is stopped, its state removed (a fresh start, not a
+//!    quick reconnect) and started again; time until `/status` shows history complete and bytes,
+//!    against `strfry sync` run again into its already complete copy.
+//! 5. Live: events published to the remote one by one; latency until each is on the host.
 
 #[path = "../tests/support/strfry.rs"]
 mod strfry;
@@ -27,9 +35,50 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// The data shape: `repos` repositories with `issues` issues each and `comments` comments in all,
+/// spread over the issues round robin.
+struct Shape {
+    repos: usize,
+    issues: usize,
+    comments: usize,
+}
+
+fn shape_from_args(args: &[usize]) -> Shape {
+    match *args {
+        [repos, issues, per_issue, ..] => Shape { repos, issues, comments: repos * issues * per_issue },
+        [events] => Shape { repos: 1, issues: 100, comments: events.saturating_sub(101) },
+        _ => Shape { repos: 1, issues: 100, comments: 20_000 - 101 },
+    }
+}
+
+/// Sum of bytes in and out and of `events_received` over the relays in `/status`.
+fn totals(s: &grasp_sync::metrics::Status) -> (u64, u64, u64) {
+    s.relays.iter().fold((0, 0, 0), |(i, o, e), r| (i + r.bytes_in, o + r.bytes_out, e + r.events_received))
+}
+
+fn history_complete(s: &grasp_sync::metrics::Status) -> bool {
+    !s.relays.is_empty() && s.relays.iter().all(|r| r.status == "connected" && r.historic_done == r.historic_total)
+}
+
+/// Starts `grasp-sync run`; `RUST_LOG` (default `warn`) is passed on, and `BENCH_DAEMON_LOG` names a
+/// file its log is appended to (otherwise it goes to this process's standard error).
+fn start_daemon(grasp: &std::path::Path, config: &std::path::Path) -> std::io::Result<std::process::Child> {
+    let mut cmd = Command::new(grasp);
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null());
+    if let Some(path) = std::env::var_os("BENCH_DAEMON_LOG") {
+        cmd.stderr(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+    }
+    cmd.spawn()
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let live = !std::env::args().any(|a| a == "--no-live");
+    let numbers: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
+    let shape = shape_from_args(&numbers);
     let Some(strfry) = find_strfry() else {
         println!("needs a strfry binary: set STRFRY_BIN");
         return Ok(());
@@ -41,20 +90,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let remote = Strfry::start_in(&strfry, dir.path(), "remote", "");
     let remote_url = format!("ws://127.0.0.1:{}", remote.port);
-    let coord = format!("30617:{}:bench", alice.public_key().to_hex());
-    let ann = event(
-        &alice,
-        30617,
-        vec![vec!["d".into(), "bench".into()], vec!["relays".into(), SERVICE.into(), remote_url.clone()]],
-        "",
-        now - 90_000,
-    );
-    let issues: Vec<Value> = (0..100)
-        .map(|i| event(&bob, 1621, vec![vec!["a".into(), coord.clone()]], &format!("issue {i}"), now - 80_000 + i))
+    let coords: Vec<String> =
+        (0..shape.repos).map(|r| format!("30617:{}:bench-{r}", alice.public_key().to_hex())).collect();
+    let anns: Vec<Value> = (0..shape.repos)
+        .map(|r| {
+            event(
+                &alice,
+                30617,
+                vec![vec!["d".into(), format!("bench-{r}")], vec!["relays".into(), SERVICE.into(), remote_url.clone()]],
+                "",
+                now - 90_000,
+            )
+        })
         .collect();
-    let comments: Vec<Value> = (0..n.saturating_sub(101))
+    let n_issues = shape.repos * shape.issues;
+    let issues: Vec<Value> = (0..n_issues)
         .map(|i| {
-            let root = issues[i % 100]["id"].as_str().unwrap().to_string();
+            event(
+                &bob,
+                1621,
+                vec![vec!["a".into(), coords[i % shape.repos].clone()]],
+                &format!("issue {i}"),
+                now - 80_000 + (i as u64) / 3,
+            )
+        })
+        .collect();
+    let comments: Vec<Value> = (0..shape.comments)
+        .map(|i| {
+            let root = issues[i % n_issues]["id"].as_str().unwrap().to_string();
             event(
                 &bob,
                 1111,
@@ -64,77 +127,152 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         })
         .collect();
-    let mut all = vec![ann.clone()];
+    let mut all = anns.clone();
     all.extend(issues.iter().cloned());
     all.extend(comments.iter().cloned());
     remote.import(&all);
-    println!("remote holds {} events ({} issues, {} comments)", count(remote.port).await, issues.len(), comments.len());
+    println!(
+        "remote holds {} events ({} repos, {} issues, {} comments)",
+        count(remote.port).await,
+        anns.len(),
+        issues.len(),
+        comments.len()
+    );
 
     // strfry sync with the equivalent filters.
     let host_a = Strfry::start_in(&strfry, dir.path(), "host-strfry-sync", "");
     let roots: Vec<&str> = issues.iter().map(|e| e["id"].as_str().unwrap()).collect();
     // NIP-77 takes one filter per NEG-OPEN: one `strfry sync` per filter, times added up.
-    let filters = [json!({"kinds": [30617]}), json!({"#a": [coord]}), json!({"#E": roots})];
-    let mut strfry_secs = 0.0;
-    for filter in &filters {
-        let t = Instant::now();
-        let status = Command::new(&strfry)
-            .arg(format!("--config={}", host_a.conf.display()))
-            .args(["sync", &remote_url, "--dir", "down", "--filter", &filter.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        strfry_secs += t.elapsed().as_secs_f64();
-        if !status.success() {
-            return Err(format!("strfry sync failed for {filter}: {status}").into());
+    let mut filters = vec![json!({"kinds": [30617]}), json!({"#a": coords})];
+    filters.extend(roots.chunks(1_000).map(|c| json!({ "#E": c })));
+    let strfry_sync = |label: &str| -> Result<f64, Box<dyn std::error::Error>> {
+        let mut secs = 0.0;
+        for filter in &filters {
+            let t = Instant::now();
+            let status = Command::new(&strfry)
+                .arg(format!("--config={}", host_a.conf.display()))
+                .args(["sync", &remote_url, "--dir", "down", "--filter", &filter.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            secs += t.elapsed().as_secs_f64();
+            if !status.success() {
+                return Err(format!("strfry sync ({label}) failed for a filter: {status}").into());
+            }
         }
-    }
+        Ok(secs)
+    };
+    let strfry_secs = strfry_sync("first")?;
     let strfry_got = count(host_a.port).await;
-    println!("strfry sync --dir down (3 filters): {strfry_got} events in {strfry_secs:.2} s");
+    println!("strfry sync --dir down ({} filters): {strfry_got} events in {strfry_secs:.2} s", filters.len());
 
     // grasp-sync into a strfry host with the plugin.
     let config = dir.path().join("grasp-sync.toml");
     let metrics = free_port();
+    let metrics_addr: std::net::SocketAddr = ([127, 0, 0, 1], metrics).into();
     let plugin = format!("{} plugin --config {}", grasp.display(), config.display());
-    let host_b = Strfry::start_in(
-        &strfry,
-        dir.path(),
-        "host-grasp-sync",
-        &format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}"),
-    );
+    // `--no-plugin`: the host runs without the writePolicy plugin (to see what the plugin's round
+    // trip per event costs strfry's write path).
+    let policy = if std::env::args().any(|a| a == "--no-plugin") {
+        String::new()
+    } else {
+        format!("  writePolicy {{\n    plugin = \"{plugin}\"\n  }}")
+    };
+    let host_b = Strfry::start_in(&strfry, dir.path(), "host-grasp-sync", &policy);
+    let state_dir = dir.path().join("state");
     std::fs::write(
         &config,
         format!(
             "service_url = \"{SERVICE}\"\n[host]\nurl = \"ws://127.0.0.1:{}\"\nstrfry_db = \"{}\"\n[sync]\nallow_private_addresses = true\n[state]\ndir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
             host_b.port,
             host_b.db.display(),
-            dir.path().join("state").display()
+            state_dir.display()
         ),
     )?;
-    host_b.import(std::slice::from_ref(&ann));
+    host_b.import(&anns);
     let t = Instant::now();
-    let mut daemon = Command::new(&grasp)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
+    let mut daemon = start_daemon(&grasp, &config)?;
     let target = all.len() as u64;
     let mut got = 0;
-    while got < target && t.elapsed() < Duration::from_secs(600) {
+    let mut status_secs = None;
+    while (got < target || status_secs.is_none()) && t.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        got = count(host_b.port).await;
+        if got < target {
+            got = count(host_b.port).await;
+            if got >= target {
+                println!("  host holds every event at {:.2} s", t.elapsed().as_secs_f64());
+            }
+        }
+        if status_secs.is_none() {
+            if let Ok(s) = grasp_sync::metrics::fetch_status(metrics_addr).await {
+                if history_complete(&s) {
+                    status_secs = Some(t.elapsed().as_secs_f64());
+                    println!("  /status shows history complete at {:.2} s", t.elapsed().as_secs_f64());
+                }
+            }
+        }
     }
     let grasp_secs = t.elapsed().as_secs_f64();
-    let s = grasp_sync::metrics::fetch_status(([127, 0, 0, 1], metrics).into()).await?;
-    let (bytes_in, bytes_out) = s.relays.iter().fold((0, 0), |(i, o), r| (i + r.bytes_in, o + r.bytes_out));
-    println!("grasp-sync run:         {got} events in {grasp_secs:.2} s (start to last event stored), {bytes_in} bytes in, {bytes_out} bytes out");
+    let s = grasp_sync::metrics::fetch_status(metrics_addr).await?;
+    let (bytes_in, bytes_out, received) = totals(&s);
+    println!(
+        "grasp-sync run:         {got} events in {grasp_secs:.2} s (start to last event stored and history complete), {bytes_in} bytes in, {bytes_out} bytes out, events_received {received} (to fetch: {})",
+        all.len() - anns.len()
+    );
     println!("time ratio grasp-sync / strfry sync: {:.2}", grasp_secs / strfry_secs);
+
+    // Re-sync with nothing changed: a fresh start of the daemon, everything already on the host.
+    terminate(&mut daemon);
+    std::fs::remove_dir_all(&state_dir)?;
+    let t = Instant::now();
+    let mut daemon = start_daemon(&grasp, &config)?;
+    let mut resync = None;
+    while resync.is_none() && t.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Ok(s) = grasp_sync::metrics::fetch_status(metrics_addr).await {
+            if history_complete(&s) {
+                resync = Some((t.elapsed().as_secs_f64(), s));
+            }
+        }
+    }
+    let strfry_resync = strfry_sync("re-sync")?;
+    let report_resync = |what: &str, resync: Option<(f64, grasp_sync::metrics::Status)>| {
+        if let Some((secs, s)) = resync {
+            let (i, o, r) = totals(&s);
+            println!(
+                "{what}, nothing changed: /status history complete in {secs:.3} s (strfry sync: {strfry_resync:.3} s, ratio {:.2}); {i} bytes in + {o} bytes out = {:.2} % of the first sync's {}; events_received {r}",
+                secs / strfry_resync,
+                100.0 * (i + o) as f64 / (bytes_in + bytes_out) as f64,
+                bytes_in + bytes_out
+            );
+        } else {
+            println!("{what}, nothing changed: history never complete within 600 s");
+        }
+    };
+    report_resync("re-sync (fresh start, state removed)", resync);
+    // A clean restart keeps the state: every relay resumes as a quick reconnect.
+    terminate(&mut daemon);
+    let t = Instant::now();
+    let mut daemon = start_daemon(&grasp, &config)?;
+    let mut resync = None;
+    while resync.is_none() && t.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Ok(s) = grasp_sync::metrics::fetch_status(metrics_addr).await {
+            if history_complete(&s) {
+                resync = Some((t.elapsed().as_secs_f64(), s));
+            }
+        }
+    }
+    report_resync("clean restart (state kept)", resync);
+    if !live {
+        terminate(&mut daemon);
+        return Ok(());
+    }
 
     // Live propagation, once the history is written and the daemon is idle.
     let quiet = Instant::now();
     while quiet.elapsed() < Duration::from_secs(60) {
-        let s = grasp_sync::metrics::fetch_status(([127, 0, 0, 1], metrics).into()).await?;
+        let s = grasp_sync::metrics::fetch_status(metrics_addr).await?;
         if s.ingest_queue == 0 && s.relays.iter().all(|r| r.status == "connected") {
             break;
         }
@@ -153,8 +291,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base_receiver = receive_ids(&mut base_sub, m);
     let sender = async {
         for i in 0..m {
-            let root = roots[i % 100].to_string();
-            let ev = event(&bob, 1111, vec![vec!["E".into(), root]], &format!("live {i}"), Timestamp::now().as_secs());
+            let root = roots[i % roots.len()].to_string();
+            let ev = event(
+                &bob,
+                1111,
+                vec![vec!["E".into(), root], vec!["K".into(), "1621".into()]],
+                &format!("live {i}"),
+                Timestamp::now().as_secs(),
+            );
             sent_at.insert(ev["id"].as_str().unwrap().to_string(), Instant::now());
             publ.send(Message::text(json!(["EVENT", ev]).to_string())).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -163,7 +163,14 @@ impl Planner {
         if let Some(t) = self.live_built_at {
             if self.now < t + self.ctx.settings.consolidation_interval {
                 // Too soon to repack: new items may still get a REQ of their own in a free
-                // live slot (nothing open is touched).
+                // live slot (nothing open is touched). Tried again only once the target or the
+                // free slots changed: this runs after every message.
+                let free = live::live_slots(self.mem.budget).saturating_sub(self.live_plan.len());
+                let attempt = (free, self.target_generation);
+                if self.live_extend_tried == Some(attempt) {
+                    return;
+                }
+                self.live_extend_tried = Some(attempt);
                 if self.extend_live() && !self.live_shrunk {
                     self.live_dirty = false;
                 }
@@ -196,6 +203,10 @@ impl Planner {
     /// Gives items that joined the target since the last rebuild REQs of their own, in free
     /// live slots. Returns whether every new item is now named live.
     fn extend_live(&mut self) -> bool {
+        #[cfg(test)]
+        {
+            self.live_extend_scans += 1;
+        }
         let hot = &self.hot_items;
         let repos: Vec<_> = self
             .current

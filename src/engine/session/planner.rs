@@ -141,6 +141,15 @@ pub(crate) struct Planner {
     /// Items left the target since the live set was built (their filters are stale).
     pub(super) live_shrunk: bool,
     pub(super) live_built_at: Option<Instant>,
+    /// Bumped whenever the target's items change.
+    pub(super) target_generation: u64,
+    /// `(free live slots, target generation)` when the target was last scanned for items to add
+    /// to the live set between rebuilds: a scan costs a pass over every item, so it is repeated
+    /// only when one of the two changed, not on every message.
+    pub(super) live_extend_tried: Option<(usize, u64)>,
+    /// Passes over the target made for that (what the tests count).
+    #[cfg(test)]
+    pub(super) live_extend_scans: usize,
     /// Ids asked for on this connection (each needed id is fetched once).
     pub(super) requested: HashSet<Id>,
     delivered: [HashSet<Id>; 2],
@@ -190,6 +199,10 @@ impl Planner {
             last_catch_up: None,
             live_shrunk: false,
             live_built_at: None,
+            target_generation: 0,
+            live_extend_tried: None,
+            #[cfg(test)]
+            live_extend_scans: 0,
             requested: HashSet::new(),
             delivered: [HashSet::new(), HashSet::new()],
             awaiting_roots: HashMap::new(),
@@ -260,6 +273,7 @@ impl Planner {
     fn plan(&mut self, target: &RelayTarget) {
         let items = target_items(target);
         if items != self.current {
+            self.target_generation += 1;
             self.live_dirty = true;
             self.persist_dirty = true;
             self.live_shrunk |= self.hot_items.iter().any(|i| !items.contains(i));

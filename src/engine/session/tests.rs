@@ -294,6 +294,32 @@ fn new_items_within_the_interval_do_not_rebuild_the_live_set_twice() {
 }
 
 #[test]
+fn messages_do_not_rescan_the_target_for_live_slots_until_it_changes() {
+    // 6,000 roots: more than the live slots name, so the set stays "dirty" until the next
+    // rebuild. Every EVENT of the history must not cost a pass over the whole target.
+    let (mut target, events) = world(50, 6_000);
+    let s = SyncSettings { consolidation_interval: Duration::from_secs(60), ..settings() };
+    let (mut p, _) = planner(15, s);
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    let t1 = t0 + Duration::from_secs(1);
+    target.root_events.insert(root_id(6_000));
+    p.on_target(&target, t1).unwrap();
+    let scans = p.live_extend_scans;
+    assert!(scans >= 1, "a new root is offered a free live slot");
+    let sub = live_sub(&mut p);
+    for n in events.iter().skip(50).take(2_000) {
+        p.on_msg(RelayMsg::Event { sub: sub.clone(), note: Box::new(n.clone()) }, t1).unwrap();
+    }
+    assert_eq!(p.live_extend_scans, scans, "2,000 events, target unchanged: no rescan");
+    target.root_events.insert(root_id(6_001));
+    p.on_target(&target, t1).unwrap();
+    assert_eq!(p.live_extend_scans, scans + 1, "a changed target is scanned once");
+    let delivered = p.take_actions().into_iter().filter(|a| matches!(a, Action::Deliver(_))).count();
+    assert_eq!(delivered, 2_000, "every event of our roots still delivered");
+}
+
+#[test]
 fn a_daily_restart_ends_the_session_on_its_deadline() {
     let (target, _) = world(1, 1);
     let (mut p, _) = planner(15, settings());
