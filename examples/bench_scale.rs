@@ -318,7 +318,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         per_relay[relay_of(root_repo(j * 10))] += 1;
     }
     println!(
-        "{n_relays} relays: relay 0 holds {} events ({big_repos} repos, {big_roots} roots); the others {}..{}",
+        "{n_relays} relays: relay 0 holds {} events ({big_repos} repos, {big_roots} roots); the others between {} and {}",
         per_relay[0],
         per_relay[1..].iter().min().unwrap(),
         per_relay[1..].iter().max().unwrap()
