@@ -86,6 +86,42 @@ async fn an_event_the_host_refuses_with_an_internal_error_is_retried_until_store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_counts_only_once_the_host_stored_its_announcement_and_what_depends_on_it_follows() {
+    let host = TestRelay::start(None).await;
+    let front = Proxy::start(&host.url).await;
+    let remote = TestRelay::start(None).await;
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let t0 = now() - 100;
+    // The host knows one repository of Alice's, which makes the remote a relay to sync from.
+    host.publish(&announcement(&alice, "beta", &[S, &remote.url], &[], t0)).await;
+    // Everything about another one comes from the remote in one sync: its announcement, an
+    // issue about it, a reply.
+    let ann = announcement(&alice, "alpha", &[S, &remote.url], &[], t0);
+    let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
+    let issue = signed(&bob, 1621, vec![t("a", &coord)], "it breaks", t0 + 10);
+    let reply = signed(&alice, 1111, vec![t("E", &issue.id), t("K", "1621")], "looking", t0 + 20);
+    remote.insert_all(&[ann.clone(), issue.clone(), reply.clone()]).await;
+    // The host answers the first nine writes with `error: internal error`: the announcement is
+    // refused on three rounds of the daemon's retries (three tries each) before it is stored.
+    front.state.refuse_writes.store(9, std::sync::atomic::Ordering::SeqCst);
+
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let daemon = start_daemon(&config(S, &front.url, None, state.path(), metrics));
+    // As long as the host has not stored the announcement, the repository does not count: no
+    // status may show it before the ninth refusal.
+    let status = status_within(metrics, "every event stored", 90, |s| {
+        assert!(s.host_refusals >= 9 || s.repos <= 1, "repository counted before the host stored it: {s:#?}");
+        s.repos == 2 && s.root_events == 1
+    })
+    .await;
+    assert_eq!(status.host_refusals, 9);
+    until_host_holds(&host.url, &[&ann, &issue, &reply], 30).await;
+    assert_eq!(front.state.writes_refused.load(std::sync::atomic::Ordering::SeqCst), 9);
+    stop_daemon(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grasp_server_lists_naming_this_relay_are_synced_with_announcements_and_others_are_not() {
     let host = TestRelay::start(None).await;
     let remote = TestRelay::start(None).await;
