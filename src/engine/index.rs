@@ -1,9 +1,13 @@
 //! `RepoSyncIndex`: what we want to hold. Repository coordinate → the relays its announcement
-//! lists (normalised, this service excluded) and the root events (patches, PRs, issues) that tag it.
+//! lists (normalised, this service excluded), the root events (patches, PRs, issues) that tag it,
+//! and its other accepted events (comments, status, PR updates, replies, reactions) whose
+//! deletions and reactions are synced too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::policy::event::{is_root_kind, AnnouncementTags};
+use crate::policy::event::{
+    is_root_kind, AnnouncementTags, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_GRASP_LIST, KIND_STATE,
+};
 use crate::policy::view::select_announced_relays;
 use crate::policy::{AcceptedSet, AcceptedView, Change, Id, IgnoredRelays, RelayUrl, RepoCoord};
 
@@ -15,6 +19,9 @@ pub const MAX_RELAYS_PER_ANNOUNCEMENT: usize = crate::policy::view::MAX_ANNOUNCE
 pub struct RepoEntry {
     pub relays: BTreeSet<RelayUrl>,
     pub root_events: BTreeSet<Id>,
+    /// Accepted events about it that are not roots (see [`RepoSyncIndex::related_repos`]):
+    /// deletions and reactions naming them are synced (layer 4).
+    pub related: BTreeSet<Id>,
     /// Its announcement's `relays` tag values that were not taken, by reason.
     pub ignored_relays: IgnoredRelays,
 }
@@ -26,6 +33,14 @@ pub struct RepoSyncIndex {
     /// `d` → owners of the indexed repositories with that `d`, so that an announcement updates
     /// its `d` without a scan of every repository.
     owners: HashMap<String, BTreeSet<Id>>,
+    /// Related event → the repositories whose `related` set holds it.
+    related_at: HashMap<Id, BTreeSet<RepoCoord>>,
+}
+
+/// Kinds whose accepted events are related events: accepted by reference and not roots
+/// (deletions make nothing acceptable and are not deleted in turn).
+fn is_related_kind(kind: u64) -> bool {
+    !is_root_kind(kind) && !matches!(kind, KIND_ANNOUNCEMENT | KIND_STATE | KIND_DELETION | KIND_GRASP_LIST)
 }
 
 impl RepoSyncIndex {
@@ -51,7 +66,7 @@ impl RepoSyncIndex {
             }
             None => {
                 self.owners.entry(coord.d.clone()).or_default().insert(coord.pubkey);
-                self.repos.insert(coord, RepoEntry { relays, root_events: BTreeSet::new(), ignored_relays: ignored });
+                self.repos.insert(coord, RepoEntry { relays, ignored_relays: ignored, ..RepoEntry::default() });
                 true
             }
         }
@@ -60,6 +75,14 @@ impl RepoSyncIndex {
     /// Removes a repository (announcement replaced by one that no longer lists us, or deleted).
     pub fn remove_repo(&mut self, coord: &RepoCoord) -> Option<RepoEntry> {
         let entry = self.repos.remove(coord)?;
+        for id in &entry.related {
+            if let Some(at) = self.related_at.get_mut(id) {
+                at.remove(coord);
+                if at.is_empty() {
+                    self.related_at.remove(id);
+                }
+            }
+        }
         if let Some(owners) = self.owners.get_mut(&coord.d) {
             owners.remove(&coord.pubkey);
             if owners.is_empty() {
@@ -99,6 +122,13 @@ impl RepoSyncIndex {
                     changed = true;
                 }
             }
+            let coords: Vec<RepoCoord> = self.repos.keys().cloned().collect();
+            let before: Vec<BTreeSet<Id>> = self.repos.values_mut().map(|e| std::mem::take(&mut e.related)).collect();
+            self.related_at.clear();
+            for c in &coords {
+                self.relate_repo(view, c);
+            }
+            changed |= self.repos.values().zip(before).any(|(e, b)| e.related != b);
             return changed;
         }
         for id in &change.removed {
@@ -112,7 +142,73 @@ impl RepoSyncIndex {
                 }
             }
         }
+        // Events whose repositories may have changed: those accepted or removed, and the events
+        // referencing a root accepted or removed.
+        for id in change.removed.iter().chain(&change.accepted) {
+            changed |= self.relate(view, id);
+            if view.held_refs(id).is_some_and(|(kind, _)| is_root_kind(kind)) {
+                for r in view.referrers(id) {
+                    changed |= self.relate(view, r);
+                }
+            }
+        }
         changed
+    }
+
+    /// The indexed repositories an accepted related event is about: those it tags (`a`, `A`,
+    /// `q`) and those of the accepted root events it references (`e`, `E`, `q`). One step only:
+    /// a reaction to a comment that names no root is not itself related.
+    pub fn related_repos(&self, view: &AcceptedSet, id: &Id) -> BTreeSet<RepoCoord> {
+        let mut out = BTreeSet::new();
+        let Some((kind, refs)) = view.held_refs(id) else { return out };
+        if !is_related_kind(kind) || !view.has_event(id) {
+            return out;
+        }
+        out.extend(refs.iter().filter(|c| self.repos.contains_key(*c)).cloned());
+        for r in view.held_id_refs(id) {
+            match view.held_refs(r) {
+                Some((k, root_refs)) if is_root_kind(k) && view.has_event(r) => {
+                    out.extend(root_refs.iter().filter(|c| self.repos.contains_key(*c)).cloned());
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Brings one event's place in the `related` sets to [`related_repos`](Self::related_repos).
+    /// Returns whether anything changed.
+    fn relate(&mut self, view: &AcceptedSet, id: &Id) -> bool {
+        let now = self.related_repos(view, id);
+        let before = if now.is_empty() { self.related_at.remove(id) } else { self.related_at.insert(*id, now.clone()) };
+        let before = before.unwrap_or_default();
+        if before == now {
+            return false;
+        }
+        for c in before.difference(&now) {
+            if let Some(e) = self.repos.get_mut(c) {
+                e.related.remove(id);
+            }
+        }
+        for c in now.difference(&before) {
+            if let Some(e) = self.repos.get_mut(c) {
+                e.related.insert(*id);
+            }
+        }
+        true
+    }
+
+    /// Fills a repository's `related` set: the events that tag it, and those that reference its
+    /// root events.
+    fn relate_repo(&mut self, view: &AcceptedSet, coord: &RepoCoord) {
+        let Some(entry) = self.repos.get(coord) else { return };
+        let mut candidates: Vec<Id> = view.coord_referrers(coord).to_vec();
+        for r in &entry.root_events {
+            candidates.extend_from_slice(view.referrers(r));
+        }
+        for id in candidates {
+            self.relate(view, &id);
+        }
     }
 
     /// The index of everything `view` accepts.
@@ -150,6 +246,7 @@ impl RepoSyncIndex {
                 if let Some(e) = self.repos.get_mut(&coord) {
                     e.root_events = view.roots_of(&coord).into_iter().collect();
                 }
+                self.relate_repo(view, &coord);
             }
         }
         changed
@@ -177,6 +274,11 @@ impl RepoSyncIndex {
 
     pub fn root_count(&self) -> usize {
         self.repos.values().map(|e| e.root_events.len()).sum()
+    }
+
+    /// Related events over all repositories (an event about two repositories counts once).
+    pub fn related_count(&self) -> usize {
+        self.related_at.len()
     }
 
     /// Relay entries held over all repositories (one per repository and relay).

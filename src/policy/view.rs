@@ -530,6 +530,16 @@ impl AcceptedSet {
         self.held.get(id).map(|h| &h.id_refs[..]).unwrap_or(&[])
     }
 
+    /// Held events that reference this id (`e`, `E`, `q`), accepted or not.
+    pub fn referrers(&self, id: &Id) -> &[Id] {
+        self.referrers.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Held events that tag this repository (`a`, `A`, `q`), accepted or not.
+    pub fn coord_referrers(&self, coord: &RepoCoord) -> &[Id] {
+        self.coord_referrers.get(coord).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     /// Accepted ids, for comparisons in tests and checks.
     pub fn accepted_ids(&self) -> impl Iterator<Item = &Id> {
         self.accepted.iter()
