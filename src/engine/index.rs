@@ -492,6 +492,27 @@ mod apply_tests {
     }
 
     #[test]
+    fn related_events_are_those_about_a_repository_or_its_roots_and_follow_deletions() {
+        let mut w = World::new();
+        w.offer(ann(1, "r", &[S], &[], 1));
+        w.offer(other(50, 7, KIND_ISSUE, vec![coord(1, "r")], vec![]));
+        assert!(w.offer(other(51, 8, 1111, vec![], vec![[50; 32]])), "a comment on the issue");
+        assert!(w.offer(other(52, 9, 7, vec![], vec![[51; 32]])), "a reaction to the comment");
+        assert!(w.offer(other(53, 8, 1630, vec![coord(1, "r")], vec![])), "a status tagging the repository");
+        let related = |w: &World| w.index.get(&coord(1, "r")).map(|e| e.related.clone()).unwrap_or_default();
+        // The reaction names no root: one step only.
+        assert_eq!(related(&w), [[51; 32], [53; 32]].into());
+        assert_eq!(w.index.related_count(), 2);
+        // The issue's author deletes it: the comment stood on it and leaves with it.
+        w.offer(other(60, 7, KIND_DELETION, vec![], vec![[50; 32]]));
+        assert_eq!(related(&w), [[53; 32]].into());
+        // The owner deletes the repository: nothing is left.
+        w.offer(other(61, 1, KIND_DELETION, vec![coord(1, "r")], vec![]));
+        assert!(w.index.is_empty());
+        assert_eq!(w.index.related_count(), 0);
+    }
+
+    #[test]
     fn root_events_only_count_for_indexed_repos() {
         let mut w = World::new();
         w.offer(ann(1, "r", &[S], &[], 1));
