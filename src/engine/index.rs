@@ -33,8 +33,6 @@ pub struct RepoSyncIndex {
     /// `d` → owners of the indexed repositories with that `d`, so that an announcement updates
     /// its `d` without a scan of every repository.
     owners: HashMap<String, BTreeSet<Id>>,
-    /// Related event → the repositories whose `related` set holds it.
-    related_at: HashMap<Id, BTreeSet<RepoCoord>>,
 }
 
 /// Kinds whose accepted events are related events: accepted by reference and not roots
@@ -75,14 +73,6 @@ impl RepoSyncIndex {
     /// Removes a repository (announcement replaced by one that no longer lists us, or deleted).
     pub fn remove_repo(&mut self, coord: &RepoCoord) -> Option<RepoEntry> {
         let entry = self.repos.remove(coord)?;
-        for id in &entry.related {
-            if let Some(at) = self.related_at.get_mut(id) {
-                at.remove(coord);
-                if at.is_empty() {
-                    self.related_at.remove(id);
-                }
-            }
-        }
         if let Some(owners) = self.owners.get_mut(&coord.d) {
             owners.remove(&coord.pubkey);
             if owners.is_empty() {
@@ -99,9 +89,16 @@ impl RepoSyncIndex {
 
     /// Forgets a root event wherever it is recorded (deleted). Returns whether it was known.
     pub fn remove_root(&mut self, id: &Id) -> bool {
-        let mut found = false;
-        for entry in self.repos.values_mut() {
-            found |= entry.root_events.remove(id);
+        !self.take_root(id).is_empty()
+    }
+
+    /// [`remove_root`](Self::remove_root), returning the repositories it was recorded in.
+    fn take_root(&mut self, id: &Id) -> Vec<RepoCoord> {
+        let mut found = Vec::new();
+        for (c, entry) in self.repos.iter_mut() {
+            if entry.root_events.remove(id) {
+                found.push(c.clone());
+            }
         }
         found
     }
@@ -124,15 +121,27 @@ impl RepoSyncIndex {
             }
             let coords: Vec<RepoCoord> = self.repos.keys().cloned().collect();
             let before: Vec<BTreeSet<Id>> = self.repos.values_mut().map(|e| std::mem::take(&mut e.related)).collect();
-            self.related_at.clear();
             for c in &coords {
                 self.relate_repo(view, c);
             }
             changed |= self.repos.values().zip(before).any(|(e, b)| e.related != b);
             return changed;
         }
+        // Roots removed, with the repositories they were in (a deleted root's tags are gone from
+        // the view).
+        let mut removed_roots: Vec<(Id, Vec<RepoCoord>)> = Vec::new();
         for id in &change.removed {
-            changed |= self.remove_root(id);
+            let coords = self.take_root(id);
+            if !coords.is_empty() {
+                changed = true;
+                removed_roots.push((*id, coords));
+            }
+            if view.held_refs(id).is_none() {
+                // Deleted: its tags are gone too, so it leaves every related set.
+                for e in self.repos.values_mut() {
+                    changed |= e.related.remove(id);
+                }
+            }
         }
         for id in &change.accepted {
             let Some((kind, refs)) = view.held_refs(id) else { continue };
@@ -145,11 +154,16 @@ impl RepoSyncIndex {
         // Events whose repositories may have changed: those accepted or removed, and the events
         // referencing a root accepted or removed.
         for id in change.removed.iter().chain(&change.accepted) {
-            changed |= self.relate(view, id);
+            changed |= self.relate(view, id, &[]);
             if view.held_refs(id).is_some_and(|(kind, _)| is_root_kind(kind)) {
                 for r in view.referrers(id) {
-                    changed |= self.relate(view, r);
+                    changed |= self.relate(view, r, &[]);
                 }
+            }
+        }
+        for (root, coords) in &removed_roots {
+            for r in view.referrers(root) {
+                changed |= self.relate(view, r, coords);
             }
         }
         changed
@@ -177,25 +191,26 @@ impl RepoSyncIndex {
     }
 
     /// Brings one event's place in the `related` sets to [`related_repos`](Self::related_repos).
-    /// Returns whether anything changed.
-    fn relate(&mut self, view: &AcceptedSet, id: &Id) -> bool {
+    /// The repositories it may have been in: those it or the events it references tag, and
+    /// `also` (those of a root deleted meanwhile). Returns whether anything changed.
+    fn relate(&mut self, view: &AcceptedSet, id: &Id, also: &[RepoCoord]) -> bool {
         let now = self.related_repos(view, id);
-        let before = if now.is_empty() { self.related_at.remove(id) } else { self.related_at.insert(*id, now.clone()) };
-        let before = before.unwrap_or_default();
-        if before == now {
-            return false;
+        let mut maybe: BTreeSet<RepoCoord> = also.iter().cloned().collect();
+        if let Some((_, refs)) = view.held_refs(id) {
+            maybe.extend(refs.iter().cloned());
         }
-        for c in before.difference(&now) {
-            if let Some(e) = self.repos.get_mut(c) {
-                e.related.remove(id);
+        for r in view.held_id_refs(id) {
+            if let Some((_, refs)) = view.held_refs(r) {
+                maybe.extend(refs.iter().cloned());
             }
         }
-        for c in now.difference(&before) {
+        let mut changed = false;
+        for c in maybe.iter().chain(&now) {
             if let Some(e) = self.repos.get_mut(c) {
-                e.related.insert(*id);
+                changed |= if now.contains(c) { e.related.insert(*id) } else { e.related.remove(id) };
             }
         }
-        true
+        changed
     }
 
     /// Fills a repository's `related` set: the events that tag it, and those that reference its
@@ -207,7 +222,7 @@ impl RepoSyncIndex {
             candidates.extend_from_slice(view.referrers(r));
         }
         for id in candidates {
-            self.relate(view, &id);
+            self.relate(view, &id, &[]);
         }
     }
 
@@ -276,9 +291,9 @@ impl RepoSyncIndex {
         self.repos.values().map(|e| e.root_events.len()).sum()
     }
 
-    /// Related events over all repositories (an event about two repositories counts once).
+    /// Related events over all repositories (an event about two repositories counts twice).
     pub fn related_count(&self) -> usize {
-        self.related_at.len()
+        self.repos.values().map(|e| e.related.len()).sum()
     }
 
     /// Relay entries held over all repositories (one per repository and relay).
