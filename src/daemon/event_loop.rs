@@ -395,6 +395,12 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         self.due_retries();
+        // Held events may wait for one the host has not answered yet (an issue for its
+        // announcement): none is settled while any is on its way, or it would miss that answer
+        // (the count and byte bounds of the rejected index still hold).
+        if !self.pending.is_empty() {
+            return;
+        }
         let settled = self.rejected().expire(now());
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");
