@@ -190,5 +190,12 @@ async fn deletions_and_reactions_of_accepted_comments_reach_the_host_from_histor
     let new_deletion = deletion(&second, now() + 2);
     remote.publish(&new_deletion).await;
     until_host_holds(&host.url, &[&new_deletion], 30).await;
+    // A comment written to this relay while the daemon runs, deleted elsewhere: the daemon learns
+    // of the comment from the host and asks for what names it.
+    let third = comment("third", now());
+    let third_deletion = deletion(&third, now() + 3);
+    remote.insert_all(std::slice::from_ref(&third_deletion)).await;
+    host.publish(&third).await;
+    until_host_holds(&host.url, &[&third_deletion], 30).await;
     stop_daemon(daemon).await;
 }
