@@ -244,7 +244,7 @@ fn live_coverage_is_bounded_whatever_the_target_size() {
 }
 
 #[test]
-fn live_coverage_stays_bounded_with_many_related_events_and_names_the_newest() {
+fn live_coverage_stays_bounded_with_many_related_events_and_keeps_a_share_for_them() {
     let roots = (0..30_000u32).map(|i| {
         let mut id = [7u8; 32];
         id[..4].copy_from_slice(&i.to_be_bytes());
