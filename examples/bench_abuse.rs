@@ -10,8 +10,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use grasp_sync::engine::build::{build, MemorySource};
-use grasp_sync::engine::{derive_relay_targets, summarize_refusals, RepoSyncIndex, TargetRules};
+use grasp_sync::accepted::build::{build, MemorySource};
+use grasp_sync::accepted::RepoSyncIndex;
+use grasp_sync::engine::{derive_relay_targets, summarize_refusals, TargetRules};
 use grasp_sync::policy::{AcceptedSet, Facts, Policy, RelayUrl};
 use grasp_sync::testkit::flood::{flood, FloodSpec};
 

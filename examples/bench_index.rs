@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use grasp_sync::host::lmdb::{load_index, StrfryDb};
 use grasp_sync::policy::{Note, Policy, RelayUrl};
-use grasp_sync::remote::filter::Filter;
 use grasp_sync::testkit::flood::Rng;
 use grasp_sync::testkit::generate::Generator;
+use grasp_sync::wire::filter::Filter;
 
 const SERVICE: &str = "wss://grasp.example.com";
 /// Spread of created_at: three years.

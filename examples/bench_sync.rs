@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grasp_sync::engine::{spawn_engine, EngineConfig, Fetched, MemoryStore, RelayStatus, RepoSyncIndex, SyncSettings};
+use grasp_sync::accepted::RepoSyncIndex;
+use grasp_sync::engine::{spawn_engine, EngineConfig, Fetched, MemoryStore, RelayStatus, SyncSettings};
 use grasp_sync::policy::{Note, RelayUrl, RepoCoord};
 use grasp_sync::remote::dial::{handshake, DialError, DialFuture, Dialer};
 use nostr_relay_builder::prelude::{

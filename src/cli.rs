@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::accepted::build::Built;
 use crate::config::{Config, ConfigError};
-use crate::engine::build::Built;
 use crate::host::lmdb::{load_index, StrfryDb};
 use crate::host::plugin::{self, Plugin};
 use crate::policy::Policy;

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use grasp_sync::engine::build::{build, MemorySource};
-use grasp_sync::engine::{MemoryStore, RepoSyncIndex};
+use grasp_sync::accepted::build::{build, MemorySource};
+use grasp_sync::accepted::RepoSyncIndex;
+use grasp_sync::engine::MemoryStore;
 use grasp_sync::policy::{AcceptedSet, Facts, IgnoredRelays, Policy, RelayUrl, RepoCoord};
 use grasp_sync::testkit::flood::{flood, Class, FloodAnnouncement, FloodSpec};
 use sync_support::{engine_config, eventually, fast_settings, Harness, PUBKEY};

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use grasp_sync::engine::build::Built;
+use grasp_sync::accepted::build::Built;
 use grasp_sync::host::lmdb::{load_index, StrfryDb};
 use grasp_sync::policy::{Policy, RelayUrl};
 use serde_json::Value;
@@ -201,7 +201,7 @@ fn lookups_by_kind_tag_id_and_lev_id_return_exactly_the_stored_events() {
 
 #[test]
 fn local_sets_follow_the_sync_filter_shapes() {
-    use grasp_sync::remote::filter::Filter;
+    use grasp_sync::wire::filter::Filter;
     let dir = copy_db("strfry-db-compressed");
     let db = StrfryDb::open(dir.path()).unwrap();
     let snap = db.snapshot().unwrap();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use grasp_sync::host::lmdb::layout::{self, table};
 use grasp_sync::host::lmdb::StrfryDb;
 use grasp_sync::policy::Note;
-use grasp_sync::remote::filter::Filter;
 use grasp_sync::testkit::generate::Generator;
+use grasp_sync::wire::filter::Filter;
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {
@@ -192,7 +192,7 @@ proptest! {
 
 #[test]
 fn large_layers_take_the_batch_scan_path_and_agree_with_the_in_memory_build() {
-    use grasp_sync::engine::build::{build, MemorySource};
+    use grasp_sync::accepted::build::{build, MemorySource};
     use grasp_sync::host::lmdb::source::SCAN_BATCH;
     use grasp_sync::policy::{Facts, Policy, RelayUrl};
     let owner = "33".repeat(32);

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use grasp_sync::metrics::{get, serve_with, Limits, Metrics};
+use grasp_sync::status::{RelayReport, RelayStatus};
 use hyper::StatusCode;
 use nostr_relay_builder::prelude::Keys;
 use support::daemon::*;
@@ -205,12 +206,15 @@ async fn megabyte_request_line(addr: SocketAddr) -> String {
 async fn endpoint_answers_while_a_thousand_idle_connections_are_held_and_refuses_megabyte_request_lines() {
     raise_open_files(4096);
     let m = Metrics::new(S);
-    for i in 0..200 {
-        m.relay(&format!("wss://relay{i}.example.com"), |r| {
-            r.status = "connected".into();
-            r.events_received = i;
-        });
-    }
+    m.update(|s| {
+        s.relays = (0..200)
+            .map(|i| RelayReport {
+                status: RelayStatus::Connected,
+                events_received: i,
+                ..RelayReport::new(&format!("wss://relay{i}.example.com"))
+            })
+            .collect()
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // Idle clients are never timed out during the test: what is measured is holding them.

@@ -8,7 +8,8 @@ mod sync_support;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use grasp_sync::engine::{MemoryStore, RelayStatus, RepoSyncIndex, SyncSettings};
+use grasp_sync::accepted::RepoSyncIndex;
+use grasp_sync::engine::{MemoryStore, RelayStatus, SyncSettings};
 use grasp_sync::policy::{Note, RepoCoord};
 use nostr_relay_builder::prelude::Keys;
 use support::daemon::{json, now, signed, t};

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use grasp_sync::engine::HealthStatus;
 use grasp_sync::engine::{MemoryStore, RelayStatus, SyncSettings};
-use grasp_sync::remote::HealthStatus;
 use sync_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,14 +41,14 @@ async fn a_relay_down_at_start_is_retried_with_backoff_and_synced_once_up() {
     let events = repo_events(&c, 100, 2);
     relay.insert_all(&events).await;
     let h = Harness::one_relay(&c, &proxy.url, fast_settings());
-    eventually(10, "several attempts", || h.report(&proxy.url).dial_attempts >= 4).await;
+    eventually(10, "several attempts", || h.report(&proxy.url).connection_attempts >= 4).await;
     let r = h.report(&proxy.url);
-    assert_eq!(r.health, Some(HealthStatus::Failing));
+    assert_eq!(r.health, HealthStatus::Failing);
     assert_eq!(r.connects, 0);
     proxy.state.down.store(false, Ordering::SeqCst);
     eventually(20, "synced once up", || h.holds(&events)).await;
     eventually(10, "connected", || h.report(&proxy.url).status == RelayStatus::Connected).await;
-    assert_eq!(h.report(&proxy.url).health, Some(HealthStatus::Degraded), "recovered relays count as degraded");
+    assert_eq!(h.report(&proxy.url).health, HealthStatus::Degraded, "recovered relays count as degraded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +70,7 @@ async fn a_rate_limit_cools_down_then_resumes() {
     assert!(proxy.state.reqs.load(Ordering::SeqCst) > proxy.state.rate_limited.load(Ordering::SeqCst));
     eventually(10, "connected and healthy", || {
         let r = h.report(&proxy.url);
-        r.status == RelayStatus::Connected && r.health == Some(HealthStatus::Healthy)
+        r.status == RelayStatus::Connected && r.health == HealthStatus::Healthy
     })
     .await;
 }
@@ -94,7 +94,7 @@ async fn too_many_concurrent_reqs_leads_to_consolidation_and_live_events_still_a
     .await;
     eventually(10, "connected with the consolidated live set in place", || {
         let r = h.report(&proxy.url);
-        r.status == RelayStatus::Connected && r.live_ready >= 1
+        r.status == RelayStatus::Connected && r.subscriptions >= 1
     })
     .await;
     let r = h.report(&proxy.url);
@@ -167,7 +167,7 @@ async fn a_restart_within_the_window_resumes_with_remembered_state() {
         first.holds(&events) && first.report(&relay.url).status == RelayStatus::Connected
     })
     .await;
-    let mut saved = first.report(&relay.url).persisted;
+    let mut saved = first.engine.status.persisted()[&url(&relay.url)].clone();
     assert_eq!(saved.negentropy, Some(true));
     assert!(saved.announcements_synced && saved.last_connected.is_some());
     first.engine.task.abort();

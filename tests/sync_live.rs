@@ -106,7 +106,7 @@ async fn a_bootstrap_relay_stays_connected_with_full_announcements() {
     relay.insert_all(&anns).await;
     let mut cfg = engine_config("wss://grasp.example.com", fast_settings());
     cfg.bootstrap = vec![url(&relay.url)];
-    let h = Harness::start(cfg, grasp_sync::engine::RepoSyncIndex::new(), Arc::new(MemoryStore::new()));
+    let h = Harness::start(cfg, grasp_sync::accepted::RepoSyncIndex::new(), Arc::new(MemoryStore::new()));
     eventually(20, "announcements held", || h.holds(&anns) && connected(&h, &relay.url)).await;
     let live = announcement("three", &["wss://c.example.com"]);
     relay.publish(&live).await;
@@ -147,7 +147,7 @@ async fn a_repository_that_drops_a_relay_is_no_longer_followed_there() {
     });
     eventually(10, "live set rebuilt without the dropped repo", || {
         let r = h.report(&relay.url);
-        r.repos == 1 && r.consolidations > rebuilt_before && r.live_ready >= 1 && r.status == RelayStatus::Connected
+        r.repos == 1 && r.consolidations > rebuilt_before && r.subscriptions >= 1 && r.status == RelayStatus::Connected
     })
     .await;
     // Published in this order on one connection: if the dropped repo were still followed, its

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use grasp_sync::engine::{MemoryStore, RelayStatus, SyncSettings};
-use grasp_sync::remote::conn::Liveness;
+use grasp_sync::wire::conn::Liveness;
 use sync_support::*;
 
 fn unix_now() -> u64 {

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grasp_sync::engine::{MemoryStore, RelayStatus, RepoSyncIndex, SyncSettings};
+use grasp_sync::accepted::RepoSyncIndex;
+use grasp_sync::engine::{MemoryStore, RelayStatus, SyncSettings};
 use grasp_sync::policy::{Note, RepoCoord};
 use serde_json::json;
 use sync_support::*;

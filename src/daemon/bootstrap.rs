@@ -1,92 +1,84 @@
-//! Building the repo index from any NIP-01 host over its websocket, when strfry's LMDB is not
-//! configured: the same [`build`](crate::engine::build::build) algorithm, with each lookup
-//! answered by a paginated `REQ`. Slower than LMDB (one round trip per lookup), but it needs
-//! nothing but the host's URL.
+//! Building the repo index from the host relay over its websocket, when strfry's LMDB is not
+//! configured: the same [`build`](crate::accepted::build::build) algorithm, with each lookup
+//! answered by a paginated `REQ` ([`crate::wire::paginate`], pages of 500 that the host is
+//! trusted to fill, as strfry does up to its `maxFilterLimit`). Slower than LMDB (one round trip
+//! per lookup), but it needs nothing but the host's URL.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::engine::build::{build, Built, EventSource};
+use crate::accepted::build::{build, Built, EventSource};
 use crate::policy::{Facts, Id, Note, Policy, RelayUrl};
-use crate::remote::Filter;
+use crate::wire::conn::DEFAULT_PAYLOAD_LIMIT;
+use crate::wire::{ClientMsg, ConnError, Connection, Filter, PageEnd, Paginator, RelayMsg};
 
-/// Page size of lookups (strfry clamps larger limits to 500).
+/// Page size of lookups: strfry's `maxFilterLimit`, which it serves in full.
 const PAGE: u64 = 500;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Ws = crate::host::HostWs;
-
 struct WsSource {
     rt: tokio::runtime::Handle,
-    ws: Ws,
+    conn: Connection,
     next_sub: u64,
     pub lookups: usize,
 }
 
 impl WsSource {
-    /// Every event matching `filter`, paging backwards with `until` (inclusive, deduplicated).
+    /// Every event matching `filter`, paged backwards by [`Paginator`] (the host serves full pages,
+    /// so a short page is the last).
     fn query_all(&mut self, filter: Filter) -> anyhow::Result<Vec<Facts>> {
         self.lookups += 1;
-        let mut seen = std::collections::HashSet::new();
+        let mut pages = Paginator::new(filter, PAGE).full_pages_served();
+        let mut seen = HashSet::new();
         let mut out = Vec::new();
-        let mut until: Option<u64> = None;
-        loop {
-            let mut f = filter.clone().limit(PAGE);
-            f.until = until;
+        let mut next = pages.start_page();
+        while let Some(page_filter) = next {
             self.next_sub += 1;
             let sub = format!("idx{}", self.next_sub);
-            let page = self.rt.block_on(request(&mut self.ws, &sub, &f))?;
-            let full = page.len() as u64 >= PAGE;
-            let min = page.iter().map(|n| n.created_at).min();
-            let mut fresh = 0;
+            let page = self.rt.block_on(request(&mut self.conn, &sub, page_filter))?;
             for note in page {
+                if !pages.on_event(&note.id, note.created_at) {
+                    continue;
+                }
                 match Facts::from_note(&note) {
-                    Ok(facts) if seen.insert(facts.id) => {
-                        fresh += 1;
-                        out.push(facts);
-                    }
+                    Ok(facts) if seen.insert(facts.id) => out.push(facts),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(id = %note.id, error = %e, "host sent an invalid event; ignored"),
                 }
             }
-            match (full, min) {
-                (true, Some(m)) if fresh > 0 => until = Some(m),
-                // A full page with nothing new: step past this second.
-                (true, Some(m)) if m > 0 => until = Some(m - 1),
-                _ => return Ok(out),
-            }
+            next = match pages.on_eose() {
+                PageEnd::Next(f) => Some(f),
+                PageEnd::Done(report) => {
+                    if !report.is_complete() {
+                        tracing::warn!(?report, "a lookup on the host may have missed events");
+                    }
+                    None
+                }
+            };
         }
+        Ok(out)
     }
 }
 
-async fn request(ws: &mut Ws, sub: &str, filter: &Filter) -> anyhow::Result<Vec<Note>> {
-    ws.send(Message::text(json!(["REQ", sub, filter.to_json()]).to_string())).await?;
+/// One page: the events the host sends for `filter` up to its EOSE.
+async fn request(conn: &mut Connection, sub: &str, filter: Filter) -> anyhow::Result<Vec<Note>> {
+    conn.send(&ClientMsg::Req { sub: sub.to_string(), filters: vec![filter] }).await?;
     let mut out = Vec::new();
     loop {
-        let frame = tokio::time::timeout(ANSWER_TIMEOUT, ws.next())
+        let msg = tokio::time::timeout(ANSWER_TIMEOUT, conn.recv())
             .await
             .map_err(|_| anyhow::anyhow!("host did not answer a query within {ANSWER_TIMEOUT:?}"))?
-            .ok_or_else(|| anyhow::anyhow!("host closed the connection"))??;
-        let Message::Text(text) = frame else { continue };
-        let Ok(Value::Array(mut msg)) = serde_json::from_str::<Value>(&text) else { continue };
-        if msg.get(1).and_then(Value::as_str) != Some(sub) {
-            continue;
-        }
-        match msg.first().and_then(Value::as_str) {
-            Some("EVENT") if msg.len() == 3 => {
-                if let Ok(note) = serde_json::from_value::<Note>(msg.pop().unwrap_or_default()) {
-                    out.push(note);
-                }
-            }
-            Some("EOSE") => {
-                ws.send(Message::text(json!(["CLOSE", sub]).to_string())).await?;
+            .ok_or_else(|| anyhow::anyhow!("host closed the connection"))?;
+        match msg {
+            Ok(RelayMsg::Event { sub: s, note }) if s == sub => out.push(*note),
+            Ok(RelayMsg::Eose(s)) if s == sub => {
+                conn.send(&ClientMsg::Close(sub.to_string())).await?;
                 return Ok(out);
             }
-            Some("CLOSED") => anyhow::bail!("host refused a query: {text}"),
-            _ => {}
+            Ok(RelayMsg::Closed { sub: s, reason }) if s == sub => anyhow::bail!("host refused a query: {reason}"),
+            Ok(_) | Err(ConnError::Malformed(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -130,10 +122,12 @@ pub async fn build_over_ws(url: &RelayUrl, policy: &Policy) -> anyhow::Result<(B
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to the host at {url}"))?
         .map_err(|e| anyhow::anyhow!("cannot connect to the host at {url}: {e}"))?;
+    // Made here, inside the runtime: the connection arms its keepalive timer.
+    let conn = Connection::new(ws, DEFAULT_PAYLOAD_LIMIT, Arc::default());
     let policy = policy.clone();
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let mut source = WsSource { rt, ws, next_sub: 0, lookups: 0 };
+        let mut source = WsSource { rt, conn, next_sub: 0, lookups: 0 };
         let built = build(&policy, &mut source)?;
         Ok((built, source.lookups))
     })

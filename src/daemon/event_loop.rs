@@ -10,18 +10,21 @@ use tokio::sync::{mpsc, watch};
 
 use super::state::{self, SavedState, STATE_VERSION};
 use super::store::HostStore;
-use super::{now, SAVE_EVERY};
+use super::SAVE_EVERY;
+use crate::accepted::build::Built;
+use crate::accepted::RepoSyncIndex;
 use crate::config::Config;
-use crate::engine::build::Built;
-use crate::engine::rejected::RejectedIndex;
+use crate::daemon::rejected::RejectedIndex;
 use crate::engine::relays::PersistedRelay;
 use crate::engine::RefusedReason;
-use crate::engine::{Fetched, RepoSyncIndex, SyncStatus};
+use crate::engine::{EngineHandle, Fetched};
 use crate::host::ingest::{IngestClosed, IngestHandle, IngestSlot, Outcome, Report};
 use crate::host::stream::StreamEvent;
-use crate::metrics::{Metrics, RefusedRelay};
+use crate::metrics::Metrics;
 use crate::policy::event::{parse_hex32, KIND_ANNOUNCEMENT};
 use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Id, Note, Policy, RelayUrl, Verdict};
+use crate::status::{RefusedRelay, RelayReport};
+use crate::wire::unix_now;
 
 /// Accepted events waiting for room in the ingest queue. Fetched events are only read while the
 /// outbox holds fewer than this: when the host is down and the ingest queue is full, the loop stops
@@ -57,15 +60,6 @@ struct Retry {
 /// since when it was held (when it comes back from the rejected index).
 type Work = (Note, Option<RelayUrl>, bool, Option<u64>);
 
-/// Per-relay outcomes of what it sent us.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counters {
-    stored: u64,
-    duplicate: u64,
-    rejected: u64,
-    bad_signature: u64,
-}
-
 pub(super) struct EventLoop {
     cfg: Config,
     policy: Policy,
@@ -74,10 +68,6 @@ pub(super) struct EventLoop {
     index_dirty: bool,
     index_tx: Option<watch::Sender<RepoSyncIndex>>,
     index_sent: tokio::time::Instant,
-    /// Bumped on every index handed to the engine; `wanted` was counted for this version.
-    index_version: u64,
-    wanted: HashMap<String, (usize, usize)>,
-    wanted_for: (u64, usize),
     rejected: Arc<Mutex<RejectedIndex>>,
     store: Arc<HostStore>,
     ingest: IngestHandle,
@@ -87,8 +77,7 @@ pub(super) struct EventLoop {
     /// retries): the view records them only once the host stored them.
     pending: HashSet<Id>,
     metrics: Metrics,
-    engine: SyncStatus,
-    counters: HashMap<String, Counters>,
+    engine: EngineHandle,
     relays: BTreeMap<String, PersistedRelay>,
     /// Last status seen per relay, to log each change once.
     last_status: HashMap<String, &'static str>,
@@ -111,7 +100,7 @@ impl EventLoop {
         store: Arc<HostStore>,
         ingest: IngestHandle,
         metrics: Metrics,
-        engine: SyncStatus,
+        engine: EngineHandle,
         relays: BTreeMap<String, PersistedRelay>,
     ) -> Self {
         EventLoop {
@@ -122,9 +111,6 @@ impl EventLoop {
             index_dirty: false,
             index_tx: Some(index_tx),
             index_sent: tokio::time::Instant::now(),
-            index_version: 0,
-            wanted: HashMap::new(),
-            wanted_for: (u64::MAX, 0),
             rejected,
             store,
             ingest,
@@ -132,7 +118,6 @@ impl EventLoop {
             pending: HashSet::new(),
             metrics,
             engine,
-            counters: HashMap::new(),
             relays,
             last_status: HashMap::new(),
             host_connected: false,
@@ -170,9 +155,9 @@ impl EventLoop {
                     // The loop's heartbeat for /healthz, on every pass of the status tick.
                     self.metrics.tick();
                     self.publish_index();
-                    let reports = self.engine.relays();
+                    let reports = self.engine.status.relays();
                     self.track_relays(&reports);
-                    self.refresh_metrics_with(&reports);
+                    self.refresh_metrics();
                     if last_expire.elapsed() >= Duration::from_secs(1) {
                         last_expire = tokio::time::Instant::now();
                         self.on_tick();
@@ -199,7 +184,6 @@ impl EventLoop {
         }
         self.index_dirty = false;
         self.index_sent = tokio::time::Instant::now();
-        self.index_version += 1;
         if let Some(tx) = &self.index_tx {
             tx.send_replace(self.index.clone());
         }
@@ -236,13 +220,12 @@ impl EventLoop {
 
     fn on_fetched(&mut self, f: Fetched) {
         let Some(id) = parse_hex32(&f.note.id) else { return };
-        let relay = f.relay.to_string();
         if self.view.has_event(&id) || self.pending.contains(&id) || self.rejected().knows(&id) {
-            self.counters.entry(relay).or_default().duplicate += 1;
+            self.engine.status.update_existing(&f.relay, |r| r.events_duplicate += 1);
             return;
         }
         if !verify_signature(&f.note) {
-            self.counters.entry(relay).or_default().bad_signature += 1;
+            self.engine.status.update_existing(&f.relay, |r| r.events_bad_signature += 1);
             self.engine.bad_signature(&f.relay);
             tracing::debug!(relay = %f.relay, id = %f.note.id, "event with a bad signature dropped");
             return;
@@ -278,7 +261,7 @@ impl EventLoop {
                     match held_since {
                         Some(since) => rejected.hold_again(note, facts, since),
                         None => {
-                            rejected.hold(note, facts, now());
+                            rejected.hold(note, facts, unix_now());
                         }
                     }
                 }
@@ -314,13 +297,16 @@ impl EventLoop {
     }
 
     fn on_report(&mut self, r: Report) {
-        let relay = r.source.as_ref().map(|u| u.to_string()).unwrap_or_default();
-        let c = self.counters.entry(relay).or_default();
+        if let Some(relay) = &r.source {
+            self.engine.status.update_existing(relay, |c| match &r.outcome {
+                Outcome::Stored => c.events_stored += 1,
+                Outcome::Duplicate => c.events_duplicate += 1,
+                Outcome::Rejected(_) => c.events_host_rejected += 1,
+            });
+        }
         match &r.outcome {
-            Outcome::Stored => c.stored += 1,
-            Outcome::Duplicate => c.duplicate += 1,
+            Outcome::Stored | Outcome::Duplicate => {}
             Outcome::Rejected(msg) => {
-                c.rejected += 1;
                 tracing::info!(id = %r.note.id, kind = r.note.kind, reason = %msg, "host refused an event");
                 self.on_refused(r.note.clone(), r.source.clone(), msg);
             }
@@ -355,7 +341,7 @@ impl EventLoop {
         // Given up: a later fetch of it is decided again.
         self.pending.remove(&facts.id);
         if msg.starts_with("blocked:") {
-            self.rejected().hold(note, facts, now());
+            self.rejected().hold(note, facts, unix_now());
         }
     }
 
@@ -401,14 +387,14 @@ impl EventLoop {
         if !self.pending.is_empty() {
             return;
         }
-        let settled = self.rejected().expire(now());
+        let settled = self.rejected().expire(unix_now());
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");
         }
     }
 
     /// Logs each relay status change.
-    fn track_relays(&mut self, reports: &BTreeMap<RelayUrl, crate::engine::RelayReport>) {
+    fn track_relays(&mut self, reports: &BTreeMap<RelayUrl, RelayReport>) {
         self.last_status.retain(|url, _| reports.keys().any(|u| u.as_str() == url));
         for (url, report) in reports {
             let now_status = report.status.as_str();
@@ -418,7 +404,7 @@ impl EventLoop {
                     relay = %url,
                     from = before.unwrap_or("new"),
                     to = now_status,
-                    health = report.health.map(|h| h.as_str()).unwrap_or("healthy"),
+                    health = report.health.as_str(),
                     negentropy = ?report.negentropy,
                     error = report.last_error.as_deref().unwrap_or(""),
                     "relay status"
@@ -430,10 +416,10 @@ impl EventLoop {
     /// What the engine says to persist for each relay it runs (relays it no longer runs are
     /// forgotten; before it has started them, what was saved is kept).
     fn collect_persisted(&mut self) {
-        let persisted = self.engine.persisted();
+        let persisted = self.engine.status.persisted();
         // Relays the engine no longer tracks are forgotten once a restart could not resume them
         // quickly anyway (their entry would only save a negentropy probe).
-        let keep_after = now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
+        let keep_after = unix_now().saturating_sub(self.cfg.sync.quick_reconnect_secs.max(PERSIST_UNTRACKED_SECS));
         self.relays.retain(|url, r| {
             persisted.keys().any(|u| u.as_str() == url)
                 || r.disconnected_at.or(r.last_connected).is_some_and(|t| t >= keep_after)
@@ -441,15 +427,13 @@ impl EventLoop {
         self.relays.extend(persisted.into_iter().map(|(url, p)| (url.to_string(), p)));
     }
 
+    /// Refreshes the daemon-wide part of the status (each relay's report is read from the
+    /// engine's board when the status is served).
     fn refresh_metrics(&mut self) {
-        let reports = self.engine.relays();
-        self.refresh_metrics_with(&reports);
-    }
-
-    fn refresh_metrics_with(&mut self, reports: &BTreeMap<RelayUrl, crate::engine::RelayReport>) {
-        let refusals = self.engine.refusals();
+        let refusals = self.engine.status.refusals();
         let sample: Vec<RefusedRelay> = self
             .engine
+            .status
             .refused()
             .into_iter()
             .map(|r| RefusedRelay { url: r.url, reason: r.reason.to_string(), detail: r.detail })
@@ -489,66 +473,7 @@ impl EventLoop {
             s.host_refusals = self.host_refusals
                 + self.ingest.stats.transient_refusals.load(std::sync::atomic::Ordering::Relaxed) as u64;
             s.host_retries_pending = self.retries.len();
-            s.relays.retain(|r| reports.keys().any(|u| u.as_str() == r.url));
         });
-        // What each relay is synced for, from the index itself (recounted when either changes).
-        let relays_now = reports.len();
-        if self.wanted_for != (self.index_version, relays_now) {
-            self.wanted_for = (self.index_version, relays_now);
-            self.wanted.clear();
-            for (_, entry) in self.index.repos() {
-                // Only relays with a task: a flood of listed relays costs no map entries here.
-                for relay in entry.relays.iter().filter(|r| reports.contains_key(*r)) {
-                    let w = self.wanted.entry(relay.to_string()).or_default();
-                    w.0 += 1;
-                    w.1 += entry.root_events.len();
-                }
-            }
-        }
-        let wanted = &self.wanted;
-        for (url, r) in reports {
-            let c = self.counters.get(url.as_str()).copied().unwrap_or_default();
-            let (repos, roots) = wanted.get(url.as_str()).copied().unwrap_or_default();
-            self.metrics.relay(url.as_str(), |m| {
-                m.status = r.status.as_str().to_string();
-                m.health = r.health.map(|h| h.as_str().to_string()).unwrap_or_else(|| "healthy".into());
-                m.repos = repos;
-                m.root_events = roots;
-                m.negentropy = r.negentropy;
-                m.events_received = r.events_received;
-                m.events_stored = c.stored;
-                m.events_duplicate = c.duplicate;
-                m.events_rejected = c.rejected
-                    + c.bad_signature
-                    + r.events_invalid
-                    + r.events_unmatched
-                    + r.events_unknown_subscription;
-                m.events_host_rejected = c.rejected;
-                m.connection_attempts = r.dial_attempts;
-                m.historic_done = r.historic_batches_done as usize;
-                m.historic_total = r.historic_batches_done as usize + r.historic_batches_open;
-                m.bytes_in = r.bytes_in;
-                m.bytes_out = r.bytes_out;
-                m.subscriptions = r.live_ready;
-                m.fresh_starts = r.fresh_starts;
-                m.quick_reconnects = r.quick_reconnects;
-                m.frames_invalid = r.frames_invalid;
-                m.events_invalid = r.events_invalid;
-                m.events_bad_signature = c.bad_signature;
-                m.events_unmatched = r.events_unmatched;
-                m.events_unknown_subscription = r.events_unknown_subscription;
-                m.notices = r.notices;
-                m.misbehaving_disconnects = r.misbehaving_disconnects;
-                m.historic_timeouts = r.historic_timeouts;
-                m.jobs_queued = r.jobs_queued;
-                m.subscriptions_open = r.subscriptions_open;
-                m.historic_failed = r.historic_failed;
-                m.truncated = r.truncated;
-                m.history_error = r.history_error.clone();
-                m.events_unrelated = r.events_unrelated;
-                m.last_error = r.last_error.clone();
-            });
-        }
     }
 
     /// Stops feeding the engine: it closes its relays.
@@ -562,7 +487,7 @@ impl EventLoop {
     /// crash (events in flight may be lost) the engine starts them fresh.
     pub(super) fn save_state(&mut self, unsent: Vec<Note>, stopping: bool) -> Result<(), state::StateError> {
         self.collect_persisted();
-        let t = now();
+        let t = unix_now();
         let mut relays = self.relays.clone();
         if stopping {
             for r in relays.values_mut() {

@@ -7,25 +7,28 @@
 
 pub mod bootstrap;
 mod event_loop;
+pub mod rejected;
+mod settings;
 pub mod state;
 pub mod store;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::engine::rejected::{RejectedIndex, RejectedLimits};
-use crate::engine::{spawn_engine, EngineConfig};
+use crate::daemon::rejected::{RejectedIndex, RejectedLimits};
+use crate::engine::spawn_engine;
 use crate::host::ingest::{self, IngestConfig};
-use crate::host::lmdb::{load_index, StrfryDb};
+use crate::host::lmdb::{load_index, LmdbError, StrfryDb};
 use crate::host::stream::{self, StreamConfig};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, RelayUrl};
 use crate::remote::Dialer;
+use crate::wire::{backoff, unix_now};
 
 use event_loop::EventLoop;
 use store::HostStore;
@@ -35,19 +38,29 @@ pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
 /// How often the state file is written while running.
 pub const SAVE_EVERY: Duration = Duration::from_secs(30);
 
-pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Errors that stop the daemon before it runs.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     State(#[from] state::StateError),
-    #[error("cannot open strfry's database (host.strfry_db = {path}): {error}")]
-    Lmdb { path: PathBuf, error: String },
-    #[error("cannot listen on metrics.listen = {addr}: {error}")]
-    Metrics { addr: String, error: String },
+    #[error("cannot open strfry's database (host.strfry_db = {path}): {source}")]
+    Lmdb {
+        path: PathBuf,
+        #[source]
+        source: LmdbError,
+    },
+    #[error("the index build from strfry's database (host.strfry_db = {path}) stopped: {source}")]
+    IndexBuild {
+        path: PathBuf,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot listen on metrics.listen = {addr}: {source}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until `shutdown` completes, then stops within [`SHUTDOWN_BUDGET`].
@@ -55,7 +68,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     state::check_writable(&cfg.state.dir)?;
     let saved = state::load(&cfg.state.dir)?.unwrap_or_default();
     let policy = Policy::new(cfg.service_url.clone(), cfg.policy.require_clone);
-    let started_at = now();
+    let started_at = unix_now();
 
     tokio::pin!(shutdown);
 
@@ -63,24 +76,23 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let metrics = Metrics::new(cfg.service_url.as_str());
     let listener = tokio::net::TcpListener::bind(cfg.metrics.listen)
         .await
-        .map_err(|e| StartError::Metrics { addr: cfg.metrics.listen.to_string(), error: e.to_string() })?;
+        .map_err(|source| StartError::Metrics { addr: cfg.metrics.listen.to_string(), source })?;
     tracing::info!(listen = %cfg.metrics.listen, "serving /metrics and /status");
     let server = tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
 
     let (db, built, last_lev) = match &cfg.host.strfry_db {
         Some(path) => {
-            let lmdb_err = |e: &dyn std::fmt::Display| StartError::Lmdb { path: path.clone(), error: e.to_string() };
             // Reading a large database takes seconds: off the async workers, so status is served
             // meanwhile.
             let (open_path, open_policy) = (path.clone(), policy.clone());
             let opened = tokio::task::spawn_blocking(move || {
-                let db = StrfryDb::open(&open_path).map_err(|e| e.to_string())?;
-                let loaded = load_index(&db, &open_policy).map_err(|e| e.to_string())?;
-                Ok::<_, String>((db, loaded))
+                let db = StrfryDb::open(&open_path)?;
+                let loaded = load_index(&db, &open_policy)?;
+                Ok::<_, LmdbError>((db, loaded))
             })
             .await
-            .unwrap_or_else(|e| Err(format!("index build stopped: {e}")))
-            .map_err(|e| lmdb_err(&e));
+            .map_err(|source| StartError::IndexBuild { path: path.clone(), source })
+            .and_then(|r| r.map_err(|source| StartError::Lmdb { path: path.clone(), source }));
             let (db, (built, last_lev, took)) = match opened {
                 Ok(x) => x,
                 Err(e) => {
@@ -157,11 +169,13 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
     let (index_tx, index_rx) = watch::channel(built.index.clone());
     // Fetched events wait here for their check; no more of them than the ingest queue holds.
     let (sink_tx, sink_rx) = mpsc::channel(cfg.host.ingest_queue.clamp(16, 4096));
-    let mut engine_cfg = EngineConfig::from_config(&cfg);
+    let mut engine_cfg = settings::engine_config(&cfg);
     // The engine decides per relay: a relay left within `quick_reconnect_secs` resumes quickly.
     engine_cfg.persisted =
         saved.relays.iter().filter_map(|(url, r)| Some((RelayUrl::parse(url).ok()?, r.clone()))).collect();
     let engine = spawn_engine(engine_cfg, index_rx, dialer, store.clone(), sink_tx);
+    let board = engine.status.clone();
+    metrics.set_relay_source(move || board.reports());
 
     let mut event_loop = EventLoop::new(
         cfg.clone(),
@@ -172,7 +186,7 @@ pub async fn run(cfg: Config, dialer: Arc<dyn Dialer>, shutdown: impl Future<Out
         store,
         ingest,
         metrics,
-        engine.status.clone(),
+        engine.handle(),
         saved.relays.clone(),
     );
     // Fetched before the last stop and not yet written: written first now.
@@ -212,7 +226,7 @@ async fn build_when_host_answers(
     cfg: &Config,
     policy: &Policy,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Option<crate::engine::build::Built> {
+) -> Option<crate::accepted::build::Built> {
     let mut failures = 0u32;
     loop {
         let t = std::time::Instant::now();
@@ -227,11 +241,11 @@ async fn build_when_host_answers(
             }
             Err(e) => {
                 failures += 1;
-                let wait = Duration::from_secs(crate::remote::health::backoff_secs(
+                let wait = backoff(
                     failures,
-                    cfg.sync.base_backoff_secs.min(5),
-                    cfg.sync.max_backoff_secs.min(30),
-                ));
+                    Duration::from_secs(cfg.sync.base_backoff_secs.min(5)),
+                    Duration::from_secs(cfg.sync.max_backoff_secs.min(30)),
+                );
                 tracing::warn!(url = %cfg.host.url, error = %format!("{e:#}"), retry_in = ?wait, "cannot build the repository index from the host; waiting for it");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

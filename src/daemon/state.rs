@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::relays::PersistedRelay;
 use crate::policy::Note;
+use crate::wire::unix_now;
 
 pub const STATE_FILE: &str = "state.json";
 /// Settled rejected events (compact), written only when they change.
@@ -55,7 +56,7 @@ pub fn load(dir: &Path) -> Result<Option<SavedState>, StateError> {
                 Ok(s) => format!("unknown version {}", s.version),
                 Err(e) => e.to_string(),
             };
-            let aside = dir.join(format!("{STATE_FILE}.unreadable-{}", now()));
+            let aside = dir.join(format!("{STATE_FILE}.unreadable-{}", unix_now()));
             std::fs::rename(&path, &aside).map_err(|source| StateError::Dir { dir: dir.to_path_buf(), source })?;
             tracing::warn!(path = %path.display(), moved_to = %aside.display(), error = %why, "state file unreadable; starting fresh");
             Ok(None)
@@ -82,7 +83,7 @@ pub fn load_settled(dir: &Path) -> Vec<Note> {
     match serde_json::from_str::<Vec<Note>>(&text) {
         Ok(notes) => notes,
         Err(e) => {
-            let aside = dir.join(format!("{SETTLED_FILE}.unreadable-{}", now()));
+            let aside = dir.join(format!("{SETTLED_FILE}.unreadable-{}", unix_now()));
             let _ = std::fs::rename(&path, &aside);
             tracing::warn!(path = %path.display(), error = %e, "settled rejected events unreadable; moved aside");
             Vec::new()
@@ -113,10 +114,6 @@ pub fn check_writable(dir: &Path) -> Result<(), StateError> {
     std::fs::write(&probe, b"ok")
         .and_then(|_| std::fs::remove_file(&probe))
         .map_err(|source| StateError::Dir { dir: dir.to_path_buf(), source })
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::engine::rejected::RejectedIndex;
+use crate::daemon::rejected::RejectedIndex;
 use crate::engine::store::{LocalStore, MemoryStore, StoreError};
 use crate::host::lmdb::StrfryDb;
 use crate::policy::Id;
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 pub struct HostStore {
     db: Option<Arc<StrfryDb>>,
@@ -30,13 +30,31 @@ impl HostStore {
     }
 }
 
+/// Runs blocking work (an LMDB scan, a scan of the rejected hold) off the async scheduler: on a
+/// multi-threaded runtime the worker hands its other tasks to the rest before blocking, so relay
+/// tasks, the event loop and `/status` keep running. (A single-threaded runtime, as in unit
+/// tests, has no other worker to hand them to: the work then runs in place.)
+fn off_the_scheduler<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 impl LocalStore for HostStore {
     fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(u64, Id)>, StoreError> {
+        off_the_scheduler(|| self.scan(filter))
+    }
+}
+
+impl HostStore {
+    fn scan(&self, filter: &Filter) -> Result<Vec<(u64, Id)>, StoreError> {
         let mut items = match &self.db {
             Some(db) => db
                 .snapshot()
                 .and_then(|snap| snap.local_set(filter))
-                .map_err(|e| StoreError(format!("strfry LMDB: {e}")))?,
+                .map_err(|e| StoreError::Read { what: "strfry LMDB", source: Box::new(e) })?,
             None => self.seen.negentropy_items(filter)?,
         };
         items.extend(self.rejected.lock().unwrap_or_else(|e| e.into_inner()).local_items(filter));

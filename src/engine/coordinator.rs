@@ -1,20 +1,21 @@
 //! The engine's top: follows the repo index, turns it into per-relay targets (URL safety, our own
-//! URL excluded, `max_relays`), and runs one task per relay, telling each its target over a
-//! watch channel. Dropping the index sender shuts everything down.
+//! URL excluded, `max_relays`), and runs one task per relay, steering each through its inbox
+//! (target changes, bad signatures, shutdown). Dropping the index sender shuts everything down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
+
+use crate::engine::inbox::{inbox, RelayHandle};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::accepted::RepoSyncIndex;
 use crate::engine::relay_task::{run_relay, Ctx, RelayTarget};
 use crate::engine::relays::PersistedRelay;
 use crate::engine::status::{SyncSettings, SyncStatus, REFUSED_SAMPLE_PER_REASON};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::{derive_relay_targets, summarize_refusals, TargetRules};
-use crate::engine::RepoSyncIndex;
 use crate::policy::RelayUrl;
 use crate::remote::Dialer;
 
@@ -34,29 +35,6 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    pub fn from_config(cfg: &Config) -> Self {
-        let s = &cfg.sync;
-        let base = std::time::Duration::from_secs(s.base_backoff_secs);
-        EngineConfig {
-            service_url: cfg.service_url.clone(),
-            bootstrap: s.bootstrap_relays.clone(),
-            allow_private: s.allow_private_addresses,
-            max_relays: s.max_relays,
-            settings: SyncSettings {
-                negentropy: s.negentropy,
-                base_backoff: base,
-                connect_timeout: base,
-                max_backoff: std::time::Duration::from_secs(s.max_backoff_secs),
-                quick_reconnect: std::time::Duration::from_secs(s.quick_reconnect_secs),
-                max_subscriptions: s.max_subscriptions_per_relay,
-                ..SyncSettings::default()
-            },
-            persisted: BTreeMap::new(),
-        }
-    }
-}
-
-impl EngineConfig {
     fn rules(&self) -> TargetRules {
         TargetRules {
             bootstrap: self.bootstrap.clone(),
@@ -66,14 +44,47 @@ impl EngineConfig {
     }
 }
 
+/// Commands to the engine waiting to be handled.
+pub const ENGINE_QUEUE: usize = 1024;
+
+/// What the engine is told besides its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineCommand {
+    /// The consumer found an event from this relay with a bad signature.
+    BadSignature(RelayUrl),
+}
+
 /// A running engine.
 pub struct SyncEngine {
     pub status: SyncStatus,
     pub task: JoinHandle<()>,
+    commands: mpsc::Sender<EngineCommand>,
+}
+
+impl SyncEngine {
+    /// What the daemon keeps of the engine: its status board and its command inbox.
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle { status: self.status.clone(), commands: self.commands.clone() }
+    }
+}
+
+/// The engine's status board and command inbox, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    pub status: SyncStatus,
+    commands: mpsc::Sender<EngineCommand>,
+}
+
+impl EngineHandle {
+    /// An event from `relay` failed signature verification: the relay's task holds it against
+    /// the relay's misbehaviour budget. Dropped when [`ENGINE_QUEUE`] commands are waiting.
+    pub fn bad_signature(&self, relay: &RelayUrl) {
+        let _ = self.commands.try_send(EngineCommand::BadSignature(relay.clone()));
+    }
 }
 
 struct Running {
-    target: watch::Sender<RelayTarget>,
+    handle: RelayHandle,
     task: JoinHandle<()>,
 }
 
@@ -87,13 +98,15 @@ pub fn spawn_engine(
 ) -> SyncEngine {
     crate::remote::dial::install_crypto_provider();
     let status = SyncStatus::new();
-    let task = tokio::spawn(coordinate(cfg, index, dialer, store, sink, status.clone()));
-    SyncEngine { status, task }
+    let (commands, inbox) = mpsc::channel(ENGINE_QUEUE);
+    let task = tokio::spawn(coordinate(cfg, index, inbox, dialer, store, sink, status.clone()));
+    SyncEngine { status, task, commands }
 }
 
 async fn coordinate(
     cfg: EngineConfig,
     mut index: watch::Receiver<RepoSyncIndex>,
+    mut commands: mpsc::Receiver<EngineCommand>,
     dialer: Arc<dyn Dialer>,
     store: Arc<dyn LocalStore>,
     sink: mpsc::Sender<Fetched>,
@@ -117,16 +130,16 @@ async fn coordinate(
         tracing::debug!(targets = summary.targets, refused = ?summary.by_reason, "relay targets chosen");
         status.set_refusals(summary);
         for (url, target) in &targets.relays {
+            status.update(url, |r| {
+                r.repos = target.repos.len();
+                r.root_events = target.root_events.len();
+            });
             match running.get(url) {
                 Some(r) if !r.task.is_finished() => {
-                    r.target.send_if_modified(|cur| {
-                        let changed = cur != target;
-                        *cur = target.clone();
-                        changed
-                    });
+                    r.handle.set_target(target);
                 }
                 _ => {
-                    let (tx, rx) = watch::channel(target.clone());
+                    let (handle, inbox) = inbox(target.clone());
                     let ctx = Ctx {
                         url: url.clone(),
                         bootstrap: targets.is_bootstrap(url),
@@ -138,7 +151,7 @@ async fn coordinate(
                         persisted: cfg.persisted.get(url).cloned(),
                     };
                     tracing::info!(relay = %url, "starting relay task");
-                    running.insert(url.clone(), Running { target: tx, task: tokio::spawn(run_relay(ctx, rx)) });
+                    running.insert(url.clone(), Running { handle, task: tokio::spawn(run_relay(ctx, inbox)) });
                 }
             }
         }
@@ -153,23 +166,32 @@ async fn coordinate(
                 return true;
             }
             // No longer a target: the task closes the connection once it is idle.
-            r.target.send_if_modified(|cur| {
-                let changed = !cur.is_empty();
-                *cur = RelayTarget::default();
-                changed
-            });
+            r.handle.set_target(&RelayTarget::default());
             if r.task.is_finished() {
                 gone.push(url.clone());
                 return false;
             }
             true
         });
-        if index.changed().await.is_err() {
+        // Commands are handled as they come; targets are recomputed when the index changes.
+        let more = loop {
+            tokio::select! {
+                changed = index.changed() => break changed.is_ok(),
+                Some(cmd) = commands.recv() => match cmd {
+                    EngineCommand::BadSignature(url) => {
+                        if let Some(r) = running.get(&url) {
+                            r.handle.bad_signature();
+                        }
+                    }
+                },
+            }
+        };
+        if !more {
             break;
         }
     }
     for (_, r) in running.drain() {
-        drop(r.target);
+        r.handle.shutdown();
         let _ = r.task.await;
     }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_GRASP_LIST, KIND_REACTION, KIND_STATE};
 use crate::policy::{Id, RepoCoord};
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// Most values in one tag filter.
 pub const MAX_VALUES_PER_FILTER: usize = 100;

@@ -1,14 +1,12 @@
-//! Deciding what to sync: indexes, relay targets, the per-relay planner and its driver.
+//! Deciding what to sync: relay targets, the per-relay planner and its driver.
 //!
 //! The engine knows no host: it reads the host's events through traits and hands fetched events
 //! to a sink, so it runs against in-memory stores in tests.
 
-pub mod build;
 pub(crate) mod coordinator;
-pub mod index;
+pub(crate) mod inbox;
 pub(crate) mod layers;
 pub(crate) mod lifecycle;
-pub mod rejected;
 pub mod relay_task;
 pub(crate) mod relays;
 pub(crate) mod session;
@@ -16,8 +14,7 @@ pub(crate) mod status;
 pub mod store;
 pub mod targets;
 
-pub use coordinator::{spawn_engine, EngineConfig, SyncEngine};
-pub use index::{RepoEntry, RepoSyncIndex};
+pub use coordinator::{spawn_engine, EngineCommand, EngineConfig, EngineHandle, SyncEngine, ENGINE_QUEUE};
 pub use lifecycle::ConnectStrategy;
 pub use relay_task::{Item, RelayTarget};
 pub use relays::{PersistedRelay, RelayState, RelayStatus};

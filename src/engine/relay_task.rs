@@ -5,16 +5,18 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use crate::engine::inbox::{Inbox, RelayCommand};
 use crate::engine::lifecycle::{connect_strategy_with_margin, ConnectStrategy};
 use crate::engine::relays::{PersistedRelay, RelayState};
-use crate::engine::session::{self, unix_now, SessionEnd};
+use crate::engine::session::{self, SessionEnd};
 use crate::engine::status::{HealthStatus, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::{Fetched, LocalStore};
 use crate::engine::targets::ItemSet;
 use crate::policy::{Id, RelayUrl, RepoCoord};
-use crate::remote::{Connection, Dialer, WireCounters};
+use crate::remote::Dialer;
+use crate::wire::{backoff, unix_now, Connection, WireCounters};
 
 /// A unit of sync work on one relay.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -83,19 +85,13 @@ pub struct Ctx {
     pub persisted: Option<PersistedRelay>,
 }
 
-/// Backoff after `failures` consecutive failed connects: `base · 2^(failures−1)`, capped.
-pub fn backoff(settings: &SyncSettings, failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(30);
-    settings.base_backoff.saturating_mul(1u32 << exp).min(settings.max_backoff)
-}
-
 /// Wait and health after a failed connect: backoff while failing, one try per `dead_retry` once
 /// the relay has failed for `dead_after`.
 pub fn after_failure(settings: &SyncSettings, failures: u32, failing_for: Duration) -> (Duration, HealthStatus) {
     if failing_for >= settings.dead_after {
         (settings.dead_retry, HealthStatus::Dead)
     } else {
-        (backoff(settings, failures), HealthStatus::Failing)
+        (backoff(failures, settings.base_backoff, settings.max_backoff), HealthStatus::Failing)
     }
 }
 
@@ -141,27 +137,28 @@ fn daily_delay(settings: &SyncSettings) -> Duration {
     lo + Duration::from_millis(rand::random_range(0..(hi - lo).as_millis() as u64))
 }
 
-/// Waits `delay` unless the engine shuts down (target sender dropped): returns `false` then.
-async fn wait(delay: Duration, target: &mut watch::Receiver<RelayTarget>) -> bool {
+/// Waits `delay` unless told to shut down: returns `false` then. Target changes are kept for
+/// the next session; bad signatures need no action without a connection.
+async fn wait(delay: Duration, inbox: &mut Inbox) -> bool {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
     loop {
         tokio::select! {
             _ = &mut sleep => return true,
-            changed = target.changed() => if changed.is_err() { return false },
+            cmd = inbox.recv() => if cmd == RelayCommand::Shutdown { return false },
         }
     }
 }
 
 /// Runs one relay until it is no longer needed or the engine shuts down.
-pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
+pub async fn run_relay(ctx: Ctx, mut inbox: Inbox) {
     let s = &ctx.settings;
     let mut mem = RelayMemory::new(s.max_subscriptions);
     if let Some(saved) = &ctx.persisted {
         mem.state = RelayState::restore(saved);
         mem.restored = saved.confirmed.as_deref().and_then(session::items::decode_confirmed);
         // Until the planner publishes its own, what was saved stays what is saved.
-        ctx.status.update(&ctx.url, |r| r.persisted = RelayState::restore(saved).persisted());
+        ctx.status.update_persisted(&ctx.url, |p| *p = RelayState::restore(saved).persisted());
         if let Some(c) = &saved.confirmed {
             ctx.status.set_confirmed(&ctx.url, c.as_str().into());
         }
@@ -172,7 +169,7 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
     let mut force_fresh = false;
     ctx.status.update(&ctx.url, |r| r.bootstrap = ctx.bootstrap);
     loop {
-        if target.borrow().is_empty() && !ctx.bootstrap {
+        if inbox.target().is_empty() && !ctx.bootstrap {
             ctx.status.update(&ctx.url, |r| {
                 r.status = RelayStatus::Disconnected;
                 r.closed_unneeded = true;
@@ -181,7 +178,7 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         }
         ctx.status.update(&ctx.url, |r| {
             r.status = RelayStatus::Connecting;
-            r.dial_attempts += 1;
+            r.connection_attempts += 1;
         });
         let dialled = match tokio::time::timeout(s.connect_timeout, ctx.dialer.dial(&ctx.url)).await {
             Ok(Ok(ws)) => Ok(ws),
@@ -197,10 +194,10 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
                 tracing::info!(relay = %ctx.url, failures, ?delay, "connect failed: {e}");
                 ctx.status.update(&ctx.url, |r| {
                     r.status = RelayStatus::Disconnected;
-                    r.health = Some(health);
+                    r.health = health;
                     r.last_error = Some(e);
                 });
-                if !wait(delay, &mut target).await {
+                if !wait(delay, &mut inbox).await {
                     return;
                 }
                 continue;
@@ -222,23 +219,25 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
         ctx.status.update(&ctx.url, |r| {
             r.connects += 1;
             r.closed_unneeded = false;
-            r.health = Some(if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy });
+            r.health = if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy };
         });
         let conn = Connection::with_liveness(ws, s.payload_limit, counters.clone(), s.liveness);
-        let (end, m, last_data) = session::run(&ctx, mem, conn, degraded_until, &mut target, strategy).await;
+        let (end, m, last_data) = session::run(&ctx, mem, conn, degraded_until, &mut inbox, strategy).await;
         mem = m;
         // The relay was last heard from then: the quick-reconnect `since` counts from the last
         // data received, not from when the loss was noticed.
         let heard = counters.last_data_unix().or(last_data);
         mem.state.disconnected_at = Some(heard.map_or_else(unix_now, |t| t.max(now)));
+        ctx.status.update_persisted(&ctx.url, |p| {
+            p.last_connected = mem.state.last_connected;
+            p.disconnected_at = mem.state.disconnected_at;
+        });
         ctx.status.update(&ctx.url, |r| {
-            r.persisted.last_connected = mem.state.last_connected;
-            r.persisted.disconnected_at = mem.state.disconnected_at;
             r.bytes_in = counters.bytes_in();
             r.bytes_out = counters.bytes_out();
         });
         let (ended, why) = match &end {
-            SessionEnd::Lost(e) => (Some(Ended::Lost), e.clone()),
+            SessionEnd::Lost(e) => (Some(Ended::Lost), e.to_string()),
             SessionEnd::Misbehaving(e) => (Some(Ended::Misbehaving), e.clone()),
             SessionEnd::TooFast(e) => (Some(Ended::TooFast), e.clone()),
             _ => (None, String::new()),
@@ -263,10 +262,10 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
                     r.status = RelayStatus::Disconnected;
                     r.last_error = Some(why);
                     if let Some(h) = health {
-                        r.health = Some(h);
+                        r.health = h;
                     }
                 });
-                if !wait(delay, &mut target).await {
+                if !wait(delay, &mut inbox).await {
                     return;
                 }
             }
@@ -287,16 +286,6 @@ pub async fn run_relay(ctx: Ctx, mut target: watch::Receiver<RelayTarget>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let s = SyncSettings::default();
-        assert_eq!(backoff(&s, 1), Duration::from_secs(5));
-        assert_eq!(backoff(&s, 2), Duration::from_secs(10));
-        assert_eq!(backoff(&s, 4), Duration::from_secs(40));
-        assert_eq!(backoff(&s, 20), Duration::from_secs(3600));
-        assert_eq!(backoff(&s, 1000), Duration::from_secs(3600));
-    }
 
     #[test]
     fn a_relay_failing_for_a_day_is_dead_and_tried_daily() {

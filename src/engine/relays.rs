@@ -3,45 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where a relay is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RelayStatus {
-    /// No socket (never connected, lost, closed as unneeded, or backing off).
-    #[default]
-    Disconnected,
-    /// Dialling; no subscription yet.
-    Connecting,
-    /// Connected, historic sync in progress.
-    Syncing,
-    /// Connected, every historic batch finished.
-    Connected,
-    /// Connected, historic sync finished but at least one batch gave up.
-    ConnectedHistoricSyncFailures,
-}
-
-impl RelayStatus {
-    /// Whether a socket is open and subscriptions may be sent.
-    pub fn is_connected(self) -> bool {
-        matches!(self, RelayStatus::Syncing | RelayStatus::Connected | RelayStatus::ConnectedHistoricSyncFailures)
-    }
-
-    /// Whether the relay is in a transition that must not be interrupted (dialling or syncing).
-    pub fn is_busy(self) -> bool {
-        matches!(self, RelayStatus::Connecting | RelayStatus::Syncing)
-    }
-
-    /// Name used in `/status` and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RelayStatus::Disconnected => "disconnected",
-            RelayStatus::Connecting => "connecting",
-            RelayStatus::Syncing => "syncing",
-            RelayStatus::Connected => "connected",
-            RelayStatus::ConnectedHistoricSyncFailures => "connected_historic_sync_failures",
-        }
-    }
-}
+pub use crate::status::RelayStatus;
 
 /// What a relay's task keeps about the relay across connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

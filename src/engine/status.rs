@@ -1,14 +1,16 @@
-//! Engine settings and the per-relay report the engine publishes (read by `/status`, tests and
-//! benchmarks). Reports live behind a std mutex that is never held across an `.await`.
+//! Engine settings and the board where relay tasks publish their [`RelayReport`]s (read by
+//! `/status`, tests and benchmarks) and what to save for each relay. Everything lives behind a
+//! std mutex that is never held across an `.await`; nothing here steers a relay (commands go
+//! through each task's inbox).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use crate::engine::relays::{PersistedRelay, RelayStatus};
+use crate::engine::relays::PersistedRelay;
 use crate::engine::targets::RefusalSummary;
 use crate::policy::RelayUrl;
-pub use crate::remote::health::HealthStatus;
+pub use crate::status::{HealthStatus, RelayReport, RelayStatus};
 
 /// Tunables of the sync engine. Defaults follow DESIGN.md; tests shrink the durations.
 #[derive(Debug, Clone)]
@@ -53,7 +55,7 @@ pub struct SyncSettings {
     /// Longest a frame may take to be written before the connection counts as lost.
     pub send_timeout: Duration,
     /// Keepalive, pong, send and close deadlines of every connection.
-    pub liveness: crate::remote::conn::Liveness,
+    pub liveness: crate::wire::conn::Liveness,
     /// Misbehaviour budgets and the live event rate per connection.
     pub abuse: crate::remote::abuse::AbuseLimits,
     /// How often confirmed items outside the live hot set are caught up by negentropy.
@@ -83,15 +85,15 @@ impl Default for SyncSettings {
             negentropy_timeout: Duration::from_secs(10),
             max_subscriptions: 15,
             id_chunk: crate::remote::historic::DEFAULT_ID_CHUNK,
-            page_limit: crate::remote::paginate::DEFAULT_PAGE_LIMIT,
+            page_limit: crate::wire::paginate::DEFAULT_PAGE_LIMIT,
             filter_chunk: 100,
-            payload_limit: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
+            payload_limit: crate::wire::conn::DEFAULT_PAYLOAD_LIMIT,
             daily: (Duration::from_secs(23 * 3600), Duration::from_secs(25 * 3600)),
             historic_timeout: Duration::from_secs(120),
             historic_retry: Duration::from_secs(600),
             stable_session: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
-            liveness: crate::remote::conn::Liveness::default(),
+            liveness: crate::wire::conn::Liveness::default(),
             abuse: crate::remote::abuse::AbuseLimits::default(),
             sweep_interval: Duration::from_secs(3600),
             consolidation_interval: Duration::from_secs(60),
@@ -99,83 +101,6 @@ impl Default for SyncSettings {
             root_wait: Duration::from_secs(5),
         }
     }
-}
-
-/// One relay's state and counters.
-#[derive(Debug, Clone, Default)]
-pub struct RelayReport {
-    pub status: RelayStatus,
-    pub health: Option<HealthStatus>,
-    /// Closed because no repository needs it any more (status is then Disconnected).
-    pub closed_unneeded: bool,
-    pub bootstrap: bool,
-    pub repos: usize,
-    pub root_events: usize,
-    /// `None` until probed.
-    pub negentropy: Option<bool>,
-    pub dial_attempts: u64,
-    pub connects: u64,
-    pub fresh_starts: u64,
-    pub quick_reconnects: u64,
-    /// Events that arrived on the wire in any subscription.
-    pub events_received: u64,
-    /// Events passed on to the sink.
-    pub events_delivered: u64,
-    /// Events dropped: bad id, or matching no filter of their subscription.
-    pub events_invalid: u64,
-    pub events_unmatched: u64,
-    /// Events on broad live filters about no repository of ours (dropped, not an offence).
-    pub events_unrelated: u64,
-    /// Events on subscription ids we never opened (dropped).
-    pub events_unknown_subscription: u64,
-    /// Events whose signature did not verify, as reported back by the consumer.
-    pub events_bad_signature: u64,
-    /// Frames that were no readable relay message (bad JSON, wrong shape, garbage NIP-77).
-    pub frames_invalid: u64,
-    pub notices: u64,
-    /// Connections we closed because a misbehaviour budget ran out or live events came too fast.
-    pub misbehaving_disconnects: u64,
-    /// Historic subscriptions given up because they did not finish in time.
-    pub historic_timeouts: u64,
-    /// Queue depths of the current connection: jobs waiting for a subscription slot, open
-    /// subscriptions, items in historic sync, items waiting for a historic retry.
-    pub jobs_queued: usize,
-    pub subscriptions_open: usize,
-    pub items_pending: usize,
-    pub items_failed: usize,
-    /// Ids asked for after negentropy reconciliation.
-    pub ids_requested: u64,
-    pub historic_failures: u64,
-    /// Items whose history failed in the last round (retried after `historic_retry`).
-    pub historic_failed: usize,
-    /// Paginated walks of the current round that may have missed events (same-second overflow).
-    pub truncated: u64,
-    /// Why history is incomplete (latest reason), cleared when a round completes fully.
-    pub history_error: Option<String>,
-    /// Retries of failed history, and periodic sweeps of cold items, on this relay.
-    pub historic_retries: u64,
-    pub sweeps: u64,
-    /// Items named by live hot-set filters.
-    pub hot_items: usize,
-    /// Largest client frame sent.
-    pub largest_frame: usize,
-    /// Historic batches finished in the current sync round, and still open.
-    pub historic_batches_done: u64,
-    pub historic_batches_open: usize,
-    pub rate_limited: u64,
-    pub consolidations: u64,
-    /// Live subscriptions the relay has confirmed with EOSE.
-    pub live_ready: usize,
-    /// Most subscriptions open at once.
-    pub max_open_subscriptions: usize,
-    pub subscription_budget: usize,
-    /// Websocket payload bytes, all connections of this relay so far.
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// What the daemon should write to the state dir for this relay (its confirmed items, which
-    /// may be large, are kept apart: [`SyncStatus::persisted`]).
-    pub persisted: PersistedRelay,
-    pub last_error: Option<String>,
 }
 
 /// A URL the engine refused to dial, and why.
@@ -200,6 +125,8 @@ pub struct SyncStatus {
 #[derive(Debug, Default)]
 struct StatusInner {
     relays: BTreeMap<RelayUrl, RelayReport>,
+    /// What to save per relay (its confirmed items apart, below).
+    persisted: BTreeMap<RelayUrl, PersistedRelay>,
     /// Confirmed items per relay in their saved form (read only when the state is saved).
     confirmed: BTreeMap<RelayUrl, Arc<str>>,
     /// From the latest target choice only: bounded however many relays are listed.
@@ -214,21 +141,27 @@ impl SyncStatus {
     /// Updates one relay's report (the lock is released before returning).
     pub fn update<R>(&self, url: &RelayUrl, f: impl FnOnce(&mut RelayReport) -> R) -> R {
         let mut inner = self.inner.lock().expect("status lock");
-        f(inner.relays.entry(url.clone()).or_default())
+        f(inner.relays.entry(url.clone()).or_insert_with(|| RelayReport::new(url.as_str())))
     }
 
-    /// The consumer found an event from this relay with a bad signature: counted, and the
-    /// relay's task holds it against the relay's misbehaviour budget.
-    pub fn bad_signature(&self, url: &RelayUrl) {
+    /// Updates one relay's report if the relay is still on the board (counts that arrive after
+    /// a relay left are dropped with it).
+    pub fn update_existing(&self, url: &RelayUrl, f: impl FnOnce(&mut RelayReport)) {
         if let Some(r) = self.inner.lock().expect("status lock").relays.get_mut(url) {
-            r.events_bad_signature += 1;
+            f(r);
         }
+    }
+
+    /// Updates what to save for one relay.
+    pub fn update_persisted(&self, url: &RelayUrl, f: impl FnOnce(&mut PersistedRelay)) {
+        f(self.inner.lock().expect("status lock").persisted.entry(url.clone()).or_default())
     }
 
     /// Forgets a relay's report (it is no longer a target and its task has ended).
     pub fn remove(&self, url: &RelayUrl) {
         let mut inner = self.inner.lock().expect("status lock");
         inner.relays.remove(url);
+        inner.persisted.remove(url);
         inner.confirmed.remove(url);
     }
 
@@ -241,22 +174,31 @@ impl SyncStatus {
     pub fn persisted(&self) -> BTreeMap<RelayUrl, PersistedRelay> {
         let inner = self.inner.lock().expect("status lock");
         inner
-            .relays
+            .persisted
             .iter()
-            .map(|(url, r)| {
-                let mut p = r.persisted.clone();
+            .filter(|(url, _)| inner.relays.contains_key(*url))
+            .map(|(url, p)| {
+                let mut p = p.clone();
                 p.confirmed = inner.confirmed.get(url).map(|c| c.to_string());
                 (url.clone(), p)
             })
             .collect()
     }
 
+    /// One relay's report, derived fields filled.
     pub fn relay(&self, url: &RelayUrl) -> Option<RelayReport> {
-        self.inner.lock().expect("status lock").relays.get(url).cloned()
+        self.inner.lock().expect("status lock").relays.get(url).cloned().map(RelayReport::derive)
     }
 
+    /// Every relay's report, derived fields filled.
     pub fn relays(&self) -> BTreeMap<RelayUrl, RelayReport> {
-        self.inner.lock().expect("status lock").relays.clone()
+        let inner = self.inner.lock().expect("status lock");
+        inner.relays.iter().map(|(u, r)| (u.clone(), r.clone().derive())).collect()
+    }
+
+    /// Every relay's report in URL order, as `/status` lists them.
+    pub fn reports(&self) -> Vec<RelayReport> {
+        self.relays().into_values().collect()
     }
 
     /// Replaces what the latest target choice refused.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use crate::policy::{Id, Note, RelayUrl};
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// An event fetched from a remote relay, with the relay it came from.
 ///
@@ -18,9 +18,19 @@ pub struct Fetched {
 }
 
 /// Why the local set could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("local store: {0}")]
-pub struct StoreError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The host's database failed (the cause is kept).
+    #[error("local store: {what}")]
+    Read {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A writer panicked while holding the store.
+    #[error("local store: lock poisoned")]
+    Poisoned,
+}
 
 /// Read access to what the host already holds.
 pub trait LocalStore: Send + Sync + 'static {
@@ -79,7 +89,7 @@ impl MemoryStore {
 
 impl LocalStore for MemoryStore {
     fn negentropy_items(&self, filter: &Filter) -> Result<Vec<(u64, Id)>, StoreError> {
-        let inner = self.inner.read().map_err(|_| StoreError("lock poisoned".into()))?;
+        let inner = self.inner.read().map_err(|_| StoreError::Poisoned)?;
         Ok(inner
             .held
             .iter()

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use crate::engine::index::RepoSyncIndex;
+use crate::accepted::index::RepoSyncIndex;
 use crate::policy::{AddressClass, Id, RelayUrl, RepoCoord};
 
 /// A set of sync items: repositories (layer 2), root events (layer 3) and related events
@@ -88,16 +88,6 @@ pub struct TargetRules {
 impl Default for TargetRules {
     fn default() -> Self {
         TargetRules { bootstrap: Vec::new(), allow_private_addresses: false, max_relays: 1000 }
-    }
-}
-
-impl From<&crate::config::SyncConfig> for TargetRules {
-    fn from(c: &crate::config::SyncConfig) -> Self {
-        TargetRules {
-            bootstrap: c.bootstrap_relays.clone(),
-            allow_private_addresses: c.allow_private_addresses,
-            max_relays: c.max_relays,
-        }
     }
 }
 

@@ -15,16 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::policy::event::{is_root_kind, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_STATE};
 use crate::policy::{Note, RelayUrl};
-use crate::remote::classify::mentions_rate_limit;
-use crate::remote::health::backoff_secs;
+use crate::wire::reason::mentions_rate_limit;
+use crate::wire::{backoff, ClientMsg, ConnError, Connection, RelayMsg};
 
 /// Settings of the ingest task.
 #[derive(Debug, Clone)]
@@ -56,7 +53,7 @@ impl IngestConfig {
             max_backoff_secs: 30,
             ok_timeout: Duration::from_secs(30),
             max_attempts: 3,
-            max_frame: crate::remote::conn::DEFAULT_REMOTE_PAYLOAD_LIMIT,
+            max_frame: crate::wire::conn::DEFAULT_PAYLOAD_LIMIT,
         }
     }
 }
@@ -198,8 +195,6 @@ struct Ingest {
     stats: Arc<IngestStats>,
 }
 
-type Ws = super::HostWs;
-
 enum Stop {
     /// Connection lost: reconnect.
     Disconnected(String),
@@ -233,7 +228,8 @@ impl Ingest {
                     failures = 0;
                     tracing::info!(url = %self.cfg.url, "ingest: connected to host");
                     self.stats.connected.store(1, Ordering::Relaxed);
-                    let stop = self.session(ws, &mut flush_deadline).await;
+                    let conn = Connection::new(ws, self.cfg.max_frame, Arc::default());
+                    let stop = self.session(conn, &mut flush_deadline).await;
                     self.stats.connected.store(0, Ordering::Relaxed);
                     self.requeue_in_flight();
                     stop
@@ -245,11 +241,11 @@ impl Ingest {
                 Stop::Finished => break,
                 Stop::Disconnected(why) => {
                     failures += 1;
-                    let wait = Duration::from_secs(backoff_secs(
+                    let wait = backoff(
                         failures,
-                        self.cfg.base_backoff_secs,
-                        self.cfg.max_backoff_secs,
-                    ));
+                        Duration::from_secs(self.cfg.base_backoff_secs),
+                        Duration::from_secs(self.cfg.max_backoff_secs),
+                    );
                     tracing::warn!(url = %self.cfg.url, error = %why, retry_in = ?wait, queued = self.queue.len(), "ingest: host unreachable");
                     self.wait_offline(wait, &mut flush_deadline).await;
                 }
@@ -314,13 +310,13 @@ impl Ingest {
         }
     }
 
-    async fn session(&mut self, mut ws: Ws, flush_deadline: &mut Option<Instant>) -> Stop {
+    async fn session(&mut self, mut conn: Connection, flush_deadline: &mut Option<Instant>) -> Stop {
         loop {
-            if let Err(e) = self.fill_window(&mut ws).await {
-                return Stop::Disconnected(e);
+            if let Err(e) = self.fill_window(&mut conn).await {
+                return Stop::Disconnected(e.to_string());
             }
             if self.is_done() {
-                let _ = ws.close(None).await;
+                conn.close().await;
                 return Stop::Finished;
             }
             let oldest = self.in_flight.values().map(|(_, sent)| *sent).min();
@@ -331,11 +327,11 @@ impl Ingest {
                     Some((note, source)) => self.enqueue(note, source, 0),
                     None => self.rx_open = false,
                 },
-                frame = ws.next() => match frame {
-                    Some(Ok(Message::Text(text))) => self.on_message(&text).await,
-                    Some(Ok(Message::Close(_))) | None => return Stop::Disconnected("host closed the connection".into()),
-                    Some(Ok(_)) => {}
+                msg = conn.recv() => match msg {
+                    Some(Ok(msg)) => self.on_message(msg).await,
+                    Some(Err(ConnError::Malformed(e))) => tracing::debug!(error = %e, "ingest: unreadable frame from host"),
                     Some(Err(e)) => return Stop::Disconnected(e.to_string()),
+                    None => return Stop::Disconnected("host closed the connection".into()),
                 },
                 _ = sleep_until_opt(stuck_at) => return Stop::Disconnected("no OK from host within the timeout".into()),
                 _ = sleep_until_opt(flush_at) => return Stop::Finished,
@@ -346,47 +342,40 @@ impl Ingest {
         }
     }
 
-    async fn fill_window(&mut self, ws: &mut Ws) -> Result<(), String> {
+    /// Sends queued events until the window is full, then flushes them in one write.
+    async fn fill_window(&mut self, conn: &mut Connection) -> Result<(), ConnError> {
         while self.in_flight.len() < self.cfg.window {
             let Some((_, item)) = self.queue.pop_first() else { break };
-            let frame = match serde_json::to_string(&("EVENT", &item.note)) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(error = %e, "ingest: cannot serialise event");
-                    continue;
+            match conn.feed(&ClientMsg::Event(Box::new(item.note.clone()))).await {
+                Ok(()) => {
+                    let id = item.note.id.clone();
+                    self.in_flight.insert(id, (item, Instant::now()));
                 }
-            };
-            if frame.len() > self.cfg.max_frame {
-                let why = format!("invalid: event of {} bytes is over the host's frame limit", frame.len());
-                tracing::info!(id = %item.note.id, bytes = frame.len(), "ingest: event too large for the host; not sent");
-                self.answered(item, false, &why).await;
-                continue;
+                Err(ConnError::TooLarge { len, .. }) => {
+                    let why = format!("invalid: event of {len} bytes is over the host's frame limit");
+                    tracing::info!(id = %item.note.id, bytes = len, "ingest: event too large for the host; not sent");
+                    self.answered(item, false, &why).await;
+                }
+                Err(e) => {
+                    // Perhaps sent: re-sent after reconnecting like every event in flight.
+                    let id = item.note.id.clone();
+                    self.in_flight.insert(id, (item, Instant::now()));
+                    return Err(e);
+                }
             }
-            let id = item.note.id.clone();
-            self.in_flight.insert(id, (item, Instant::now()));
-            ws.feed(Message::text(frame)).await.map_err(|e| e.to_string())?;
         }
-        ws.flush().await.map_err(|e| e.to_string())?;
+        conn.flush().await?;
         self.publish_depth();
         Ok(())
     }
 
-    async fn on_message(&mut self, text: &str) {
-        let Ok(Value::Array(msg)) = serde_json::from_str::<Value>(text) else {
-            tracing::debug!(frame = %text.chars().take(200).collect::<String>(), "ingest: unreadable frame from host");
-            return;
-        };
-        match msg.first().and_then(Value::as_str) {
-            Some("OK") => {
-                let (Some(id), Some(ok)) = (msg.get(1).and_then(Value::as_str), msg.get(2).and_then(Value::as_bool))
-                else {
-                    return;
-                };
-                let text = msg.get(3).and_then(Value::as_str).unwrap_or("");
-                let Some((item, _)) = self.in_flight.remove(id) else { return };
-                self.answered(item, ok, text).await;
+    async fn on_message(&mut self, msg: RelayMsg) {
+        match msg {
+            RelayMsg::Ok { id, accepted, reason } => {
+                let Some((item, _)) = self.in_flight.remove(&id) else { return };
+                self.answered(item, accepted, &reason).await;
             }
-            Some("NOTICE") => tracing::warn!(notice = %text, "ingest: host notice"),
+            RelayMsg::Notice(notice) => tracing::warn!(notice, "ingest: host notice"),
             _ => {}
         }
         self.publish_depth();

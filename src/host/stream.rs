@@ -3,17 +3,16 @@
 //! reactions are synced. A websocket subscription, delivered in short batches, re-opened with
 //! backoff whenever the host goes away (strfry restarts).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PR, KIND_REACTION};
 use crate::policy::{Note, RelayUrl};
-use crate::remote::health::backoff_secs;
+use crate::wire::conn::DEFAULT_PAYLOAD_LIMIT;
+use crate::wire::{backoff, unix_now, ClientMsg, ConnError, Connection, Filter, RelayMsg};
 
 /// Kinds whose arrival changes the repository index (its repositories, root events and related
 /// events: NIP-22 comments, PR updates, status, reactions).
@@ -57,10 +56,6 @@ pub enum StreamEvent {
     Connected(bool),
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Runs until `shutdown` turns true or the receiver is dropped.
 pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown: watch::Receiver<bool>) {
     let mut since = cfg.since;
@@ -78,8 +73,9 @@ pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown
                     return;
                 }
                 tracing::info!(url = %cfg.url, since, "host stream: subscribed");
-                let outcome = follow(ws, &cfg, since, &out, &mut shutdown).await;
-                since = now().saturating_sub(RECONNECT_MARGIN_SECS);
+                let conn = Connection::new(ws, DEFAULT_PAYLOAD_LIMIT, Arc::default());
+                let outcome = follow(conn, &cfg, since, &out, &mut shutdown).await;
+                since = unix_now().saturating_sub(RECONNECT_MARGIN_SECS);
                 if out.send(StreamEvent::Connected(false)).await.is_err() {
                     return;
                 }
@@ -92,7 +88,8 @@ pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown
             Err(_) => "connect timed out".to_string(),
         };
         failures += 1;
-        let wait = Duration::from_secs(backoff_secs(failures, cfg.base_backoff_secs, cfg.max_backoff_secs));
+        let wait =
+            backoff(failures, Duration::from_secs(cfg.base_backoff_secs), Duration::from_secs(cfg.max_backoff_secs));
         tracing::warn!(url = %cfg.url, error = %error, retry_in = ?wait, "host stream: disconnected");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -101,11 +98,9 @@ pub async fn run(cfg: StreamConfig, out: mpsc::Sender<StreamEvent>, mut shutdown
     }
 }
 
-type Ws = super::HostWs;
-
 /// One connected session. `Ok(())` means stop for good; `Err` means reconnect.
 async fn follow(
-    mut ws: Ws,
+    mut conn: Connection,
     cfg: &StreamConfig,
     since: u64,
     out: &mpsc::Sender<StreamEvent>,
@@ -115,28 +110,29 @@ async fn follow(
     // announcement published now must be seen). Catch-up: what was stored since `since`, for the
     // gap before this subscription. Events stored in that gap with an older `created_at` are only
     // visible through strfry's LMDB (see `host::lmdb::follow`).
-    let live = json!(["REQ", "grasp-sync-live", {"kinds": STREAM_KINDS, "limit": 0}]);
-    let catch_up = json!(["REQ", "grasp-sync-catchup", {"kinds": STREAM_KINDS, "since": since}]);
+    let live = ClientMsg::Req { sub: "grasp-sync-live".into(), filters: vec![Filter::kinds(STREAM_KINDS).limit(0)] };
+    let catch_up =
+        ClientMsg::Req { sub: "grasp-sync-catchup".into(), filters: vec![Filter::kinds(STREAM_KINDS).since(since)] };
     for req in [live, catch_up] {
-        ws.send(Message::text(req.to_string())).await.map_err(|e| e.to_string())?;
+        conn.send(&req).await.map_err(|e| e.to_string())?;
     }
     let mut batch: Vec<Note> = Vec::new();
     let mut flush_at: Option<Instant> = None;
     loop {
         let deadline = flush_at;
         tokio::select! {
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(note) = parse_event(&text) {
+            msg = conn.recv() => match msg {
+                Some(Ok(msg)) => {
+                    if let Some(note) = event_of(msg) {
                         batch.push(note);
                         flush_at.get_or_insert_with(|| Instant::now() + cfg.batch_window);
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => {
+                Some(Err(ConnError::Malformed(_))) => {}
+                None => {
                     deliver(out, &mut batch).await?;
                     return Err("host closed the connection".into());
                 }
-                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     deliver(out, &mut batch).await?;
                     return Err(e.to_string());
@@ -148,7 +144,7 @@ async fn follow(
             }
             _ = shutdown.changed() => {
                 deliver(out, &mut batch).await?;
-                let _ = ws.close(None).await;
+                conn.close().await;
                 return Ok(());
             }
         }
@@ -168,16 +164,20 @@ async fn deliver(out: &mpsc::Sender<StreamEvent>, batch: &mut Vec<Note>) -> Resu
     out.send(StreamEvent::Batch(events)).await.map_err(|_| "receiver gone".to_string())
 }
 
-/// `["EVENT", sub, {event}]` with a well-formed event whose id checks out.
-fn parse_event(text: &str) -> Option<Note> {
-    let Ok(Value::Array(mut msg)) = serde_json::from_str::<Value>(text) else { return None };
-    if msg.len() != 3 || msg[0] != "EVENT" {
-        if msg.first().is_some_and(|m| m == "CLOSED" || m == "NOTICE") {
-            tracing::warn!(message = %text, "host stream: host says");
+/// The event of an EVENT message, when it is well-formed and its id checks out.
+fn event_of(msg: RelayMsg) -> Option<Note> {
+    let note = match msg {
+        RelayMsg::Event { note, .. } => *note,
+        RelayMsg::Closed { sub, reason } => {
+            tracing::warn!(sub, reason, "host stream: host closed a subscription");
+            return None;
         }
-        return None;
-    }
-    let note: Note = serde_json::from_value(msg.pop()?).ok()?;
+        RelayMsg::Notice(notice) => {
+            tracing::warn!(notice, "host stream: host says");
+            return None;
+        }
+        _ => return None,
+    };
     match note.check() {
         Ok(_) => Some(note),
         Err(e) => {
@@ -191,17 +191,24 @@ fn parse_event(text: &str) -> Option<Note> {
 mod tests {
     use super::*;
 
+    use serde_json::{json, Value};
+
+    fn event_in(frame: &str) -> Option<Note> {
+        RelayMsg::parse(frame).ok().and_then(event_of)
+    }
+
     #[test]
     fn only_valid_events_are_taken_from_frames() {
         let line =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events.jsonl")).unwrap();
         let first: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
         let frame = json!(["EVENT", "s", first["event"]]).to_string();
-        assert!(parse_event(&frame).is_some());
+        assert!(event_in(&frame).is_some());
         let mut tampered = first["event"].clone();
         tampered["content"] = json!("changed");
-        assert!(parse_event(&json!(["EVENT", "s", tampered]).to_string()).is_none());
-        assert!(parse_event("[\"EOSE\",\"s\"]").is_none());
-        assert!(parse_event("not json").is_none());
+        assert!(event_in(&json!(["EVENT", "s", tampered]).to_string()).is_none());
+        assert!(event_in("[\"EOSE\",\"s\"]").is_none());
+        assert!(event_in("[\"NOTICE\",\"hi\"]").is_none());
+        assert!(event_in("not json").is_none());
     }
 }

@@ -6,16 +6,12 @@ use std::collections::BTreeMap;
 use prometheus::core::Collector;
 use prometheus::{CounterVec, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
 
-use super::{RelayStatus, Status};
+use crate::status::{HealthStatus, RelayReport, RelayStatus, Status};
 
 /// The `Content-Type` of [`render_prometheus`]'s output.
 pub fn content_type() -> &'static str {
     prometheus::TEXT_FORMAT
 }
-
-/// Connection statuses and health values always present in the by-status/by-health families.
-const STATUSES: [&str; 5] = ["disconnected", "connecting", "syncing", "connected", "connected_historic_sync_failures"];
-const HEALTHS: [&str; 5] = ["healthy", "degraded", "rate_limited", "failing", "dead"];
 
 /// A registry filled from one snapshot. Registration only fails for a bad or repeated name, a
 /// mistake in the tables below that the unit tests catch; such a family is left out and logged.
@@ -120,16 +116,17 @@ pub fn render_prometheus(s: &Status) -> String {
         s.announcement_relays_ignored.iter().map(|(r, n)| (r.clone(), *n as f64)),
     );
 
-    let mut by_status: BTreeMap<String, f64> = STATUSES.iter().map(|st| (st.to_string(), 0.0)).collect();
-    let mut by_health: BTreeMap<String, f64> = HEALTHS.iter().map(|h| (h.to_string(), 0.0)).collect();
+    // Every status and health value is present, at 0 when no relay has it.
+    let mut by_status: BTreeMap<String, f64> = RelayStatus::ALL.iter().map(|st| (st.to_string(), 0.0)).collect();
+    let mut by_health: BTreeMap<String, f64> = HealthStatus::ALL.iter().map(|h| (h.to_string(), 0.0)).collect();
     for r in &s.relays {
-        *by_status.entry(r.status.clone()).or_default() += 1.0;
-        *by_health.entry(r.health.clone()).or_default() += 1.0;
+        *by_status.entry(r.status.to_string()).or_default() += 1.0;
+        *by_health.entry(r.health.to_string()).or_default() += 1.0;
     }
     fam.by_label("grasp_sync_relays", "Remote relays by connection status.", "status", by_status);
     fam.by_label("grasp_sync_relays_by_health", "Remote relays by health.", "health", by_health);
 
-    type Field = fn(&RelayStatus) -> f64;
+    type Field = fn(&RelayReport) -> f64;
     let per_relay: [(&str, &str, &str, Field); 26] = [
         ("grasp_sync_bytes_received_total", "counter", "Websocket payload bytes received from the relay.", |r| {
             r.bytes_in as f64
@@ -258,8 +255,7 @@ pub fn render_prometheus(s: &Status) -> String {
     let up =
         fam.gauge("grasp_sync_relay_up", "1 when the relay is connected (status connected or syncing).", &["relay"]);
     for r in &s.relays {
-        let connected = matches!(r.status.as_str(), "connected" | "syncing" | "connected_historic_sync_failures");
-        up.with_label_values(&[r.url.as_str()]).set(if connected { 1.0 } else { 0.0 });
+        up.with_label_values(&[r.url.as_str()]).set(if r.status.is_connected() { 1.0 } else { 0.0 });
     }
 
     let mut out = Vec::new();

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::Status;
+use crate::status::{RelayStatus, Status};
 
 /// A readable table of the status, one line per relay.
 pub fn render_table(s: &Status) -> String {
@@ -35,16 +35,16 @@ pub fn render_table(s: &Status) -> String {
             Some(false) => "no",
             None => "?",
         };
-        let status = match r.status.as_str() {
-            "connected_historic_sync_failures" => "connected*",
-            other => other,
+        let status = match r.status {
+            RelayStatus::ConnectedHistoricSyncFailures => "connected*",
+            other => other.as_str(),
         };
         let _ = writeln!(
             out,
             "{:<40} {:<14} {:<12} {:>5} {:>5} {:>4} {:>8} {:>8} {:>6} {:>9}  {}",
             truncate(&r.url, 40),
             status,
-            r.health,
+            r.health.as_str(),
             r.repos,
             r.root_events,
             neg,
@@ -55,7 +55,7 @@ pub fn render_table(s: &Status) -> String {
             r.history_error.as_deref().or(r.last_error.as_deref()).map(|e| truncate(e, 60)).unwrap_or_default()
         );
     }
-    if s.relays.iter().any(|r| r.status == "connected_historic_sync_failures") {
+    if s.relays.iter().any(|r| r.status == RelayStatus::ConnectedHistoricSyncFailures) {
         let _ = writeln!(out, "connected* = connected, but history is incomplete (see last error); retried later");
         for r in s.relays.iter().filter(|r| r.historic_failed > 0 || r.truncated > 0) {
             let _ = writeln!(

@@ -16,7 +16,7 @@
 //! [`AcceptedSet::record`] keeps this true as events arrive: additions propagate through the
 //! references of what they unlock, and anything that can make accepted events lose their support
 //! (a deletion, a replacement that drops this service or a maintainer) recomputes the fixpoint over
-//! everything held. `engine::build` reaches the same view from a host's store; a property test
+//! everything held. `accepted::build` reaches the same view from a host's store; a property test
 //! checks that both agree after every step.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};

@@ -8,10 +8,13 @@
 //!    but waiting does not help: the live set must be consolidated;
 //! 2. `too many query results` on NEG-ERR or CLOSED — split the filter or page with REQ;
 //! 3. `auth-required:` — the relay wants NIP-42 auth, which we do not do;
-//! 4. rate limits (`rate-limited:`, "rate" + "limit", "too many", "slow down", "throttl");
+//! 4. rate limits ([`mentions_rate_limit`]: `rate-limited:`, "rate" + "limit", "too many",
+//!    "slow down", "throttl");
 //! 5. negentropy unsupported: any other NEG-ERR; a NOTICE or CLOSED that mentions
 //!    negentropy, `NEG-`, "unknown cmd" or "bad msg";
 //! 6. anything else.
+
+use crate::wire::reason::mentions_rate_limit;
 
 /// Which message carried the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,7 +45,6 @@ pub enum Signal {
 }
 
 const OVERFLOW: &[&str] = &["too many concurrent req", "too many subscriptions", "too many open subscriptions"];
-const RATE: &[&str] = &["rate-limited:", "too many", "slow down", "throttl"];
 const NEG_UNSUPPORTED: &[&str] = &["negentropy", "neg-", "unknown cmd", "bad msg"];
 
 /// Classifies a relay message text. NOTICE has no subscription id: callers should read a
@@ -59,7 +61,7 @@ pub fn classify(source: Source, text: &str) -> Signal {
     if t.starts_with("auth-required:") {
         return Signal::AuthRequired;
     }
-    if has(RATE) || (t.contains("rate") && t.contains("limit")) {
+    if mentions_rate_limit(&t) {
         return Signal::RateLimited;
     }
     match source {
@@ -67,13 +69,6 @@ pub fn classify(source: Source, text: &str) -> Signal {
         Source::Notice | Source::Closed if has(NEG_UNSUPPORTED) => Signal::NegentropyUnsupported,
         _ => Signal::Other,
     }
-}
-
-/// Whether the text asks us to slow down (any of the rate-limit patterns, even when a more
-/// specific [`Signal`] wins).
-pub fn mentions_rate_limit(text: &str) -> bool {
-    let t = text.to_lowercase();
-    RATE.iter().any(|n| t.contains(n)) || (t.contains("rate") && t.contains("limit"))
 }
 
 #[cfg(test)]
@@ -87,20 +82,13 @@ mod tests {
         assert_eq!(classify(Notice, "ERROR: too many concurrent REQs"), SubscriptionOverflow);
         assert_eq!(classify(Closed, "error: Too Many Concurrent REQs"), SubscriptionOverflow);
         assert_eq!(classify(Notice, "rate-limited: too many subscriptions"), SubscriptionOverflow);
-        assert!(mentions_rate_limit("ERROR: too many concurrent REQs"));
+        assert!(mentions_rate_limit("ERROR: too many concurrent REQs"), "a more specific signal wins");
     }
 
     #[test]
     fn rate_limit_texts_from_every_source() {
         for source in [Notice, Closed, OkFalse, NegErr] {
-            for text in [
-                "rate-limited: you are noting too much",
-                "RATE LIMIT exceeded",
-                "error: too many requests",
-                "please slow down",
-                "Throttled",
-                "ratelimited, try later",
-            ] {
+            for text in crate::wire::reason::SLOW_DOWN_TEXTS {
                 assert_eq!(classify(source, text), RateLimited, "{source:?} {text}");
             }
         }

@@ -1,11 +1,11 @@
 //! Historic fetch after negentropy: the needed ids are asked for in `ids` chunks, counted as
 //! they arrive on the wire, missing ones asked for once more, then the chunk is given up.
-//! (REQ pagination lives in [`crate::remote::paginate`].)
+//! (REQ pagination lives in [`crate::wire::paginate`].)
 
 use std::collections::BTreeSet;
 
 use crate::policy::Id;
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// Default number of ids per `ids` REQ (strfry's `maxFilterLimit` is 500).
 pub const DEFAULT_ID_CHUNK: usize = 300;

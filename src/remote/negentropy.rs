@@ -111,7 +111,7 @@ mod tests {
         let (mut client, mut msg) = NegSession::open(local.clone()).unwrap();
         let mut need = Vec::new();
         loop {
-            assert!(msg.len() + 40 < crate::remote::conn::MAX_NEG_FRAME, "frame of {} hex chars", msg.len());
+            assert!(msg.len() + 40 < crate::wire::conn::MAX_NEG_FRAME, "frame of {} hex chars", msg.len());
             let answer = server.reconcile(&hex::decode(&msg).unwrap()).unwrap();
             let step = client.step(&hex::encode(answer)).unwrap();
             need.extend(step.need);

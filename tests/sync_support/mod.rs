@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use grasp_sync::engine::RepoSyncIndex;
+use grasp_sync::accepted::RepoSyncIndex;
 use grasp_sync::engine::{spawn_engine, EngineConfig, Fetched, MemoryStore, RelayReport, SyncEngine, SyncSettings};
 use grasp_sync::policy::event::is_root_kind;
 use grasp_sync::policy::{Note, RelayUrl, RepoCoord};

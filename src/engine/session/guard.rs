@@ -6,12 +6,12 @@
 
 use std::time::Instant;
 
-use super::planner::{unix_now, Planner, Step, Sub, SubKind};
+use super::planner::{Planner, Step, Sub, SubKind};
 use super::SessionEnd;
 use crate::engine::relay_task::Item;
 use crate::engine::status::HealthStatus;
 use crate::remote::abuse::Offence;
-use crate::remote::ClientMsg;
+use crate::wire::{unix_now, ClientMsg};
 
 /// Prefixes of the subscription ids we open (followed by a number from `next_id`).
 const SUB_PREFIXES: [&str; 4] = ["live", "neg", "page", "ids"];
@@ -19,21 +19,16 @@ const SUB_PREFIXES: [&str; 4] = ["live", "neg", "page", "ids"];
 impl Planner {
     /// Counts one offence; ends the session once its budget has run out.
     pub(super) fn offend(&mut self, offence: Offence) -> Step {
-        self.offend_n(offence, 1)
-    }
-
-    fn offend_n(&mut self, offence: Offence, n: u32) -> Step {
-        let n64 = u64::from(n);
         self.report(|r| match offence {
-            Offence::InvalidFrame => r.frames_invalid += n64,
-            Offence::InvalidEvent => r.events_invalid += n64,
+            Offence::InvalidFrame => r.frames_invalid += 1,
+            Offence::InvalidEvent => r.events_invalid += 1,
             // Counted by the consumer that checked the signature.
             Offence::BadSignature => {}
-            Offence::UnmatchedEvent => r.events_unmatched += n64,
-            Offence::UnknownSubscription => r.events_unknown_subscription += n64,
-            Offence::Notice => r.notices += n64,
+            Offence::UnmatchedEvent => r.events_unmatched += 1,
+            Offence::UnknownSubscription => r.events_unknown_subscription += 1,
+            Offence::Notice => r.notices += 1,
         });
-        match self.abuse.record(offence, n, self.now) {
+        match self.abuse.record(offence, 1, self.now) {
             None => Ok(()),
             Some(breach) => {
                 let why = breach.to_string();
@@ -84,7 +79,15 @@ impl Planner {
         self.report(|r| r.history_error = Some(why));
     }
 
-    /// Timers: cooldown end, health, bad signatures, NEG-OPEN silence, historic deadlines,
+    /// The consumer found an event from this relay whose signature does not verify: held against
+    /// the relay's misbehaviour budget.
+    pub(crate) fn on_bad_signature(&mut self, now: Instant) -> Step {
+        self.now = now;
+        self.offend(Offence::BadSignature)?;
+        self.settle()
+    }
+
+    /// Timers: cooldown end, health, NEG-OPEN silence, historic deadlines,
     /// retries, the cold sweep, the budget growing back, the state to persist, the daily restart.
     pub(crate) fn on_tick(&mut self, now: Instant) -> Step {
         self.now = now;
@@ -98,15 +101,7 @@ impl Planner {
         } else {
             HealthStatus::Healthy
         };
-        let reported = self.report(|r| {
-            r.health = Some(health);
-            r.events_bad_signature
-        });
-        if reported > self.bad_signatures_seen {
-            let n = u32::try_from(reported - self.bad_signatures_seen).unwrap_or(u32::MAX);
-            self.bad_signatures_seen = reported;
-            self.offend_n(Offence::BadSignature, n)?;
-        }
+        self.report(|r| r.health = health);
         let silent =
             self.subs.values().any(|s| matches!(s.kind, SubKind::Neg { silent_until: Some(d), .. } if now >= d));
         if silent {

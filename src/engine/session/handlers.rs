@@ -2,13 +2,13 @@
 
 use std::time::Instant;
 
-use super::planner::{unix_now, Job, JobKind, Planner, Step, Sub, SubKind};
+use super::planner::{Job, JobKind, Planner, Step, Sub, SubKind};
 use crate::policy::Note;
 use crate::remote::abuse::{clip, Offence};
 use crate::remote::classify::{classify, Signal, Source};
 use crate::remote::historic::{chunk_ids, ChunkOutcome};
-use crate::remote::paginate::{PageEnd, Paginator};
-use crate::remote::{ClientMsg, RelayMsg};
+use crate::wire::paginate::{PageEnd, Paginator};
+use crate::wire::{unix_now, ClientMsg, RelayMsg};
 
 /// Most NIP-77 rounds one reconciliation may take, and most ids it may ask for: a relay that
 /// keeps a reconciliation going or claims endless ids is paginated instead.

@@ -7,7 +7,7 @@ use crate::engine::layers::{self, ReqLimits};
 use crate::engine::relay_task::Item;
 use crate::engine::store::LocalStore;
 use crate::policy::Id;
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// Filters of one layer chunk (L1 announcements, L2 repo-tagged, L3 root-tagged, L4 related).
 pub(crate) fn item_filters(items: &[Item], chunk: usize) -> Vec<Filter> {

@@ -7,10 +7,10 @@ use super::items::{rank_newest, req_limits};
 use super::live::{self, extra_reqs, live_reqs, HotCandidates};
 use super::planner::{Job, JobKind, Planner, Sub, SubKind};
 use crate::engine::relay_task::Item;
-use crate::remote::conn::MAX_NEG_FRAME;
 use crate::remote::negentropy::{frame_limit_for, NegSession};
-use crate::remote::paginate::Paginator;
-use crate::remote::{ClientMsg, Filter};
+use crate::wire::conn::MAX_NEG_FRAME;
+use crate::wire::paginate::Paginator;
+use crate::wire::{ClientMsg, Filter};
 
 impl Planner {
     pub(super) fn start_job(&mut self, job: Job) {

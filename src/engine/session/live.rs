@@ -21,7 +21,7 @@ use crate::policy::event::{
     parse_hex32, KIND_ANNOUNCEMENT, KIND_GRASP_LIST, KIND_ISSUE, KIND_PATCH, KIND_PR, KIND_STATE,
 };
 use crate::policy::{Id, Note, RepoCoord};
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// Kinds only git uses (NIP-34): announcements, state, patches, pull requests (and their
 /// updates), issues, status events, users' GRASP server lists. One broad filter covers them for

@@ -1,7 +1,7 @@
 //! One connected session with a relay. The decisions are the [`planner::Planner`]'s (a state
 //! machine without I/O, unit-tested without sockets); this module is the thin driver around the
-//! socket: it feeds the planner what the relay says, the target's changes and a fixed-rate
-//! tick, and carries out the actions it returns (frames to send, events to hand on).
+//! socket: it feeds the planner what the relay says, the commands of the task's inbox and a
+//! fixed-rate tick, and carries out the actions it returns (frames to send, events to hand on).
 
 mod guard;
 mod handlers;
@@ -14,15 +14,15 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use crate::engine::inbox::{Inbox, RelayCommand};
 use crate::engine::lifecycle::ConnectStrategy;
-use crate::engine::relay_task::{Ctx, RelayMemory, RelayTarget};
+use crate::engine::relay_task::{Ctx, RelayMemory};
 use crate::engine::store::Fetched;
-use crate::remote::{ConnError, Connection};
+use crate::wire::{ConnError, Connection};
 
-pub(crate) use planner::{unix_now, Action, Planner, PlannerCtx};
+pub(crate) use planner::{Action, Planner, PlannerCtx};
 
 /// How often the planner's timers are checked. An `Interval` on absolute deadlines: steady
 /// traffic cannot postpone it.
@@ -31,7 +31,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// Why a session ended.
 #[derive(Debug)]
 pub(crate) enum SessionEnd {
-    Lost(String),
+    /// The connection failed or the relay closed it (the cause is kept).
+    Lost(ConnError),
     /// A misbehaviour budget ran out (the text says which).
     Misbehaving(String),
     /// Live events came faster than the per-relay rate.
@@ -48,7 +49,7 @@ pub(crate) async fn run(
     mem: RelayMemory,
     mut conn: Connection,
     degraded_until: Option<Instant>,
-    target: &mut watch::Receiver<RelayTarget>,
+    inbox: &mut Inbox,
     strategy: ConnectStrategy,
 ) -> (SessionEnd, RelayMemory, Option<u64>) {
     let pctx = PlannerCtx {
@@ -60,7 +61,7 @@ pub(crate) async fn run(
         counters: conn.counters().clone(),
     };
     let mut p = Planner::new(pctx, mem, degraded_until, Instant::now());
-    let t = target.borrow_and_update().clone();
+    let t = inbox.take_target();
     let mut step = p.start(strategy, &t, Instant::now());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -71,22 +72,20 @@ pub(crate) async fn run(
         if let Err(end) = step {
             break end;
         }
-        if p.should_close(&target.borrow()) {
+        if p.should_close(&inbox.target()) {
             break SessionEnd::Unneeded;
         }
         step = tokio::select! {
             msg = conn.recv() => match msg {
-                None => Err(SessionEnd::Lost("connection closed by the relay".into())),
+                None => Err(SessionEnd::Lost(ConnError::Closed)),
                 Some(Err(ConnError::Malformed(e))) => p.on_malformed(&e.to_string(), Instant::now()),
-                Some(Err(e)) => Err(SessionEnd::Lost(e.to_string())),
+                Some(Err(e)) => Err(SessionEnd::Lost(e)),
                 Some(Ok(m)) => p.on_msg(m, Instant::now()),
             },
-            changed = target.changed() => match changed {
-                Err(_) => Err(SessionEnd::Shutdown),
-                Ok(()) => {
-                    let t = target.borrow_and_update().clone();
-                    p.on_target(&t, Instant::now())
-                }
+            cmd = inbox.recv() => match cmd {
+                RelayCommand::Target(t) => p.on_target(&t, Instant::now()),
+                RelayCommand::BadSignature => p.on_bad_signature(Instant::now()),
+                RelayCommand::Shutdown => Err(SessionEnd::Shutdown),
             },
             _ = tick.tick() => p.on_tick(Instant::now()),
         };
@@ -104,7 +103,7 @@ async fn carry_out(ctx: &Ctx, conn: &mut Connection, actions: Vec<Action>) -> Re
         match action {
             Action::Send(msg) => {
                 let Ok(sent) = tokio::time::timeout(ctx.settings.send_timeout, conn.send(&msg)).await else {
-                    return Err(SessionEnd::Lost("the relay does not read what we send (write timed out)".into()));
+                    return Err(SessionEnd::Lost(ConnError::SendTimeout(ctx.settings.send_timeout)));
                 };
                 match sent {
                     Ok(()) => {}
@@ -113,7 +112,7 @@ async fn carry_out(ctx: &Ctx, conn: &mut Connection, actions: Vec<Action>) -> Re
                         tracing::error!(relay = %ctx.url, "{e}");
                         ctx.status.update(&ctx.url, |r| r.last_error = Some(e.to_string()));
                     }
-                    Err(e) => return Err(SessionEnd::Lost(e.to_string())),
+                    Err(e) => return Err(SessionEnd::Lost(e)),
                 }
             }
             Action::Deliver(note) => {

@@ -20,8 +20,8 @@ use crate::policy::{Id, Note, RelayUrl};
 use crate::remote::abuse::{Budget, TokenBucket};
 use crate::remote::historic::IdChunk;
 use crate::remote::negentropy::NegSession;
-use crate::remote::paginate::Paginator;
-use crate::remote::{ClientMsg, Filter, WireCounters};
+use crate::wire::paginate::Paginator;
+use crate::wire::{unix_now, ClientMsg, Filter, WireCounters};
 
 use super::items::{encode_confirmed, item_digest, item_filters};
 use super::live::{self, Relevance};
@@ -126,7 +126,6 @@ pub(crate) struct Planner {
     pub(super) abuse: Budget,
     pub(super) live_rate: TokenBucket,
     pub(super) retry_at: Option<Instant>,
-    pub(super) bad_signatures_seen: u64,
     /// Live REQs wanted (broad filters first, then the hot set), and the ids carrying them.
     pub(super) live_plan: Vec<Vec<Filter>>,
     pub(super) live_subs: Vec<String>,
@@ -160,14 +159,9 @@ pub(crate) struct Planner {
 
 pub(super) type Step = Result<(), SessionEnd>;
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl Planner {
     pub(crate) fn new(ctx: PlannerCtx, mem: RelayMemory, degraded_until: Option<Instant>, now: Instant) -> Self {
         let limits = ctx.settings.abuse;
-        let bad_signatures_seen = ctx.status.update(&ctx.url, |r| r.events_bad_signature);
         let retry_at = (!mem.failed.is_empty()).then(|| now + ctx.settings.historic_retry);
         let sweep_at = now + ctx.settings.sweep_interval;
         Planner {
@@ -187,7 +181,6 @@ impl Planner {
             abuse: Budget::new(limits, now),
             live_rate: TokenBucket::new(limits.live_events_per_sec, limits.live_burst, now),
             retry_at,
-            bad_signatures_seen,
             live_plan: Vec::new(),
             live_subs: Vec::new(),
             hot_items: BTreeSet::new(),
@@ -265,10 +258,6 @@ impl Planner {
     /// `target − pending − confirmed`: new items get a full historic sync. Confirmed items no
     /// longer targeted are forgotten.
     fn plan(&mut self, target: &RelayTarget) {
-        self.report(|r| {
-            r.repos = target.repos.len();
-            r.root_events = target.root_events.len();
-        });
         let items = target_items(target);
         if items != self.current {
             self.live_dirty = true;
@@ -332,10 +321,10 @@ impl Planner {
         let open = self.open_batches();
         self.report(|r| {
             if new_round {
-                r.historic_batches_done = 0;
+                r.historic_done = 0;
                 r.truncated = 0;
             }
-            r.historic_batches_open = open;
+            r.historic_open = open;
         });
         if !self.syncing {
             self.syncing = true;
@@ -444,7 +433,7 @@ impl Planner {
             r.subscriptions_open = open;
             r.items_pending = pending;
             r.items_failed = failed;
-            r.live_ready = ready;
+            r.subscriptions = ready;
             r.bytes_in = bytes_in;
             r.bytes_out = bytes_out;
             r.max_open_subscriptions = r.max_open_subscriptions.max(open);
@@ -458,7 +447,7 @@ impl Planner {
         self.persist_dirty = false;
         self.persist_at = self.now;
         let persisted = self.mem.state.persisted();
-        self.report(|r| r.persisted = persisted);
+        self.ctx.status.update_persisted(&self.ctx.url, |p| *p = persisted);
         self.ctx.status.set_confirmed(&self.ctx.url, encode_confirmed(&self.mem.confirmed).into());
     }
 
@@ -510,9 +499,9 @@ impl Planner {
         if !b.sweep {
             let open = self.open_batches();
             let done = self.report(|r| {
-                r.historic_batches_done += 1;
-                r.historic_batches_open = open;
-                r.historic_batches_done
+                r.historic_done += 1;
+                r.historic_open = open;
+                r.historic_done
             });
             tracing::debug!(relay = %self.ctx.url, items = b.items.len(), failed = b.failed, done, open, "historic batch complete");
         }
@@ -549,7 +538,7 @@ impl Planner {
         self.cooldown_until = Some(self.now + self.ctx.settings.rate_limit_cooldown);
         self.report(|r| {
             r.rate_limited += 1;
-            r.health = Some(HealthStatus::RateLimited);
+            r.health = HealthStatus::RateLimited;
             r.last_error = Some(why.to_string());
         });
     }

@@ -15,7 +15,7 @@ use crate::engine::relay_task::{target_items, Item, RelayMemory, RelayTarget};
 use crate::engine::status::{SyncSettings, SyncStatus};
 use crate::engine::store::MemoryStore;
 use crate::policy::{Id, Note, RelayUrl, RepoCoord};
-use crate::remote::{ClientMsg, RelayMsg, WireCounters};
+use crate::wire::{ClientMsg, RelayMsg, WireCounters};
 
 const PK: &str = "9997a497d964fc1a62885b05a51166a65a90df00492c8d7cf61d6accf54803be";
 
@@ -257,7 +257,7 @@ fn live_coverage_stays_bounded_with_many_related_events_and_keeps_a_share_for_th
         p.start(ConnectStrategy::FreshStart, &target, Instant::now()).unwrap();
         let sent: Vec<ClientMsg> =
             p.take_actions().into_iter().filter_map(|a| if let Action::Send(m) = a { Some(m) } else { None }).collect();
-        let live: Vec<&Vec<crate::remote::Filter>> = sent
+        let live: Vec<&Vec<crate::wire::Filter>> = sent
             .iter()
             .filter_map(|m| match m {
                 ClientMsg::Req { filters, .. } if filters.iter().all(|f| f.limit == Some(0)) => Some(filters),

@@ -9,7 +9,7 @@ use super::layout::{self, PackedEvent};
 use super::{tag_prefix, LmdbError, Snapshot};
 use crate::policy::event::parse_hex32;
 use crate::policy::Id;
-use crate::remote::filter::Filter;
+use crate::wire::filter::Filter;
 
 /// A filter with its values in stored form.
 struct Compiled {

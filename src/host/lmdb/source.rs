@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{LmdbError, Snapshot, Stored, StrfryDb};
-use crate::engine::build::{self, Built, EventSource};
+use crate::accepted::build::{self, Built, EventSource};
 use crate::policy::{Facts, Id, Policy};
 
 impl Snapshot<'_> {

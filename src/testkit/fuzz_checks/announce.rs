@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::engine::index::{announcement_relays, MAX_RELAYS_PER_ANNOUNCEMENT};
+use crate::accepted::index::{announcement_relays, MAX_RELAYS_PER_ANNOUNCEMENT};
 use crate::policy::event::{parse_hex32, MAX_REFS_PER_EVENT};
 use crate::policy::url::{classify_host, url_host, MAX_URL_LEN};
 use crate::policy::view::{select_announced_relays, IgnoredRelays, MAX_ANNOUNCED_RELAYS};

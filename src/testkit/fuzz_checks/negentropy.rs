@@ -19,7 +19,7 @@ use negentropy::{Negentropy, NegentropyStorageVector};
 use crate::policy::Id;
 use crate::remote::classify::Source;
 use crate::remote::negentropy::{NegSession, NEG_FRAME_LIMIT};
-use crate::remote::RelayMsg;
+use crate::wire::RelayMsg;
 
 /// NIP-77 protocol version byte (V1).
 const PROTOCOL_V1: u8 = 0x61;

@@ -12,9 +12,10 @@
 use serde_json::{json, Value};
 
 use crate::policy::{Facts, Note};
-use crate::remote::classify::{classify, mentions_rate_limit, Signal, Source};
-use crate::remote::message::MsgError;
-use crate::remote::{ClientMsg, Filter, RelayMsg};
+use crate::remote::classify::{classify, Signal, Source};
+use crate::wire::message::MsgError;
+use crate::wire::reason::mentions_rate_limit;
+use crate::wire::{ClientMsg, Filter, RelayMsg};
 
 /// Message types [`RelayMsg::parse`] reads into their own variants.
 const KNOWN: &[&str] = &["EVENT", "EOSE", "CLOSED", "NOTICE", "OK", "NEG-MSG", "NEG-ERR", "AUTH"];

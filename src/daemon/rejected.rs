@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::policy::event::{parse_hex32, KIND_ANNOUNCEMENT, KIND_STATE};
 use crate::policy::{Facts, Id, Note, RepoCoord};
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// What is kept of a settled event: enough to match sync filters (id, author, kind, time,
 /// single-letter tags), without content or signature.

@@ -16,10 +16,14 @@
 //!
 //! A relay that caps below [`MIN_PLAUSIBLE_CAP`] (and below our limit) cannot be told from a
 //! small result set; a second holding more events than its cap may then be cut silently.
+//!
+//! A relay known to serve a full page whenever it holds one (our own strfry host, asked for at
+//! most its `maxFilterLimit`) is walked with [`Paginator::full_pages_served`]: there a short page
+//! is the end, which saves the two confirming round trips per walk.
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::remote::filter::Filter;
+use crate::wire::filter::Filter;
 
 /// Highest page size ever requested.
 pub const MAX_PAGE_LIMIT: u64 = 500;
@@ -82,6 +86,8 @@ pub struct Paginator {
     page_min: Option<u64>,
     report: PaginationReport,
     done: bool,
+    /// The relay serves `limit` events per page whenever it holds that many.
+    full_pages: bool,
 }
 
 impl Paginator {
@@ -101,7 +107,16 @@ impl Paginator {
             page_min: None,
             report: PaginationReport::default(),
             done: false,
+            full_pages: false,
         }
+    }
+
+    /// The relay is known to serve `limit` events per page whenever it holds that many (it does
+    /// not cap below the limit asked): a page shorter than asked ends the walk, and no cap is
+    /// learned.
+    pub fn full_pages_served(mut self) -> Self {
+        self.full_pages = true;
+        self
     }
 
     /// The page size requested.
@@ -169,6 +184,9 @@ impl Paginator {
             return self.finish();
         };
         let full = self.page_count >= self.limit;
+        if self.full_pages && !full {
+            return self.finish();
+        }
         if self.report.pages == 1 && !full && self.page_count >= MIN_PLAUSIBLE_CAP {
             // The relay capped the first page: ask for what it gives.
             self.limit = self.page_count;
@@ -252,7 +270,10 @@ mod tests {
         limit: u64,
         relay_cap: u64,
     ) -> (Vec<String>, PaginationReport, u32) {
-        let mut p = Paginator::new(base, limit);
+        walk_with(store, Paginator::new(base, limit), relay_cap)
+    }
+
+    fn walk_with(store: &[(u64, String)], mut p: Paginator, relay_cap: u64) -> (Vec<String>, PaginationReport, u32) {
         let mut got = Vec::new();
         let mut filter = p.start_page().unwrap();
         let mut requests = 1;
@@ -387,7 +408,36 @@ mod tests {
         assert!(older.iter().all(|id| got.contains(id)), "every older event is still reached");
     }
 
+    #[test]
+    fn on_a_relay_serving_full_pages_a_short_page_is_the_end() {
+        let s = store(&[30, 20, 10]);
+        let (got, report, requests) = walk_with(&s, Paginator::new(Filter::kinds([1]), 500).full_pages_served(), 500);
+        assert_eq!((got.len(), requests), (3, 1));
+        assert!(report.is_complete());
+        let times: Vec<u64> = (0..1_200).map(|i| 5_000 - i / 7).collect();
+        let s = store(&times);
+        let (got, report, requests) = walk_with(&s, Paginator::new(Filter::kinds([1]), 500).full_pages_served(), 500);
+        assert_eq!(got.len(), 1_200);
+        assert!(report.is_complete() && report.relay_cap.is_none(), "{report:?}");
+        assert_eq!(requests, 3, "500, 500 and the short last page");
+    }
+
     proptest! {
+        #[test]
+        fn on_a_relay_serving_full_pages_every_event_arrives_once_or_truncation_is_reported(
+            times in proptest::collection::vec(0u64..40, 0..200),
+            limit in 1u64..30,
+        ) {
+            let s = store(&times);
+            let (got, report, _) = walk_with(&s, Paginator::new(Filter::kinds([1]), limit).full_pages_served(), u64::MAX);
+            let unique: HashSet<&String> = got.iter().collect();
+            prop_assert_eq!(unique.len(), got.len(), "an event was delivered twice");
+            let wanted: HashSet<&String> = s.iter().map(|(_, id)| id).collect();
+            if unique != wanted {
+                prop_assert!(report.truncated(), "events missed silently");
+            }
+        }
+
         #[test]
         fn every_event_arrives_exactly_once_or_truncation_is_reported(
             times in proptest::collection::vec(0u64..40, 0..200),

@@ -6,11 +6,13 @@
 use serde_json::Value;
 
 use crate::policy::Note;
-use crate::remote::Filter;
+use crate::wire::Filter;
 
 /// A message we send to a relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMsg {
+    /// NIP-01: publish an event.
+    Event(Box<Note>),
     Req {
         sub: String,
         filters: Vec<Filter>,
@@ -33,6 +35,10 @@ impl ClientMsg {
     /// The text frame sent on the wire.
     pub fn encode(&self) -> String {
         let v = match self {
+            ClientMsg::Event(note) => {
+                // Straight from the event's fields, in their order (no detour through a map).
+                return serde_json::to_string(&("EVENT", note)).expect("serialising strings and integers cannot fail");
+            }
             ClientMsg::Req { sub, filters } => {
                 let mut a = vec![Value::from("REQ"), Value::from(sub.as_str())];
                 a.extend(filters.iter().map(Filter::to_json));
@@ -148,6 +154,21 @@ mod tests {
         assert!(open.is_negentropy());
         assert_eq!(ClientMsg::NegMsg { sub: "n".into(), msg: "ab".into() }.encode(), r#"["NEG-MSG","n","ab"]"#);
         assert_eq!(ClientMsg::NegClose("n".into()).encode(), r#"["NEG-CLOSE","n"]"#);
+        let note = Note {
+            id: "aa".into(),
+            pubkey: "bb".into(),
+            created_at: 5,
+            kind: 1,
+            tags: vec![vec!["e".into(), "x".into()]],
+            content: "c".into(),
+            sig: "dd".into(),
+        };
+        let event = ClientMsg::Event(Box::new(note));
+        assert_eq!(
+            event.encode(),
+            r#"["EVENT",{"id":"aa","pubkey":"bb","created_at":5,"kind":1,"tags":[["e","x"]],"content":"c","sig":"dd"}]"#
+        );
+        assert!(!event.is_negentropy());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,12 +25,13 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::remote::message::{ClientMsg, MsgError, RelayMsg};
+use crate::wire::clock::unix_now;
+use crate::wire::message::{ClientMsg, MsgError, RelayMsg};
 
 /// Largest NIP-77 frame we send (strfry's negentropy frame budget).
 pub const MAX_NEG_FRAME: usize = 60_000;
 /// strfry's default `maxWebsocketPayloadSize`: bigger client frames drop the connection.
-pub const DEFAULT_REMOTE_PAYLOAD_LIMIT: usize = 131_072;
+pub const DEFAULT_PAYLOAD_LIMIT: usize = 131_072;
 
 /// Deadlines of one connection. Defaults follow DESIGN.md §9; tests shrink them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +89,14 @@ impl WireCounters {
 }
 
 /// What went wrong on a connection.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnError {
+    /// The websocket layer failed (reset, protocol error, TLS…); the cause is kept.
     #[error("websocket error: {0}")]
-    Ws(String),
+    Ws(#[source] Arc<tokio_tungstenite::tungstenite::Error>),
+    /// The relay closed the connection.
+    #[error("connection closed by the relay")]
+    Closed,
     #[error("refusing to send a {len}-byte frame (limit {limit})")]
     TooLarge { len: usize, limit: usize },
     /// The relay sent a message over our accept limit; the connection is dropped.
@@ -114,12 +119,8 @@ fn incoming_error(e: tokio_tungstenite::tungstenite::Error) -> ConnError {
         Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             ConnError::Oversized { size, limit: max_size }
         }
-        other => ConnError::Ws(other.to_string()),
+        other => ConnError::Ws(Arc::new(other)),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The keepalive probe in progress: a Ping is due or out, and when the silence check began.
@@ -211,9 +212,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Writes one message; gives up after the send deadline ([`ConnError::SendTimeout`], after
-    /// which the connection is unusable).
-    pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), ConnError> {
+    /// The text frame of a message, counted as sent, or [`ConnError::TooLarge`] (nothing sent;
+    /// the connection stays usable).
+    fn frame(&self, msg: &ClientMsg) -> Result<Message, ConnError> {
         let text = msg.encode();
         let limit = self.limit_for(msg);
         if text.len() > limit {
@@ -221,14 +222,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.counters.bytes_out.fetch_add(text.len() as u64, Ordering::Relaxed);
         self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+        Ok(Message::text(text))
+    }
+
+    /// Writes one message; gives up after the send deadline ([`ConnError::SendTimeout`], after
+    /// which the connection is unusable).
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), ConnError> {
+        let frame = self.frame(msg)?;
         let deadline = self.liveness.send_timeout;
-        match tokio::time::timeout(deadline, self.ws.send(Message::text(text))).await {
+        match tokio::time::timeout(deadline, self.ws.send(frame)).await {
             Ok(Ok(())) => {
                 // The flush at the end of a send also carried any queued Ping.
                 self.flush_pending = false;
                 Ok(())
             }
-            Ok(Err(e)) => Err(ConnError::Ws(e.to_string())),
+            Ok(Err(e)) => Err(ConnError::Ws(Arc::new(e))),
+            Err(_) => Err(ConnError::SendTimeout(deadline)),
+        }
+    }
+
+    /// Queues one message without flushing it, for pipelining many frames behind one
+    /// [`Connection::flush`]. Waits only while the socket's buffer is full, for at most the send
+    /// deadline.
+    pub async fn feed(&mut self, msg: &ClientMsg) -> Result<(), ConnError> {
+        let frame = self.frame(msg)?;
+        let deadline = self.liveness.send_timeout;
+        match tokio::time::timeout(deadline, self.ws.feed(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ConnError::Ws(Arc::new(e))),
+            Err(_) => Err(ConnError::SendTimeout(deadline)),
+        }
+    }
+
+    /// Writes everything queued by [`Connection::feed`], within the send deadline.
+    pub async fn flush(&mut self) -> Result<(), ConnError> {
+        let deadline = self.liveness.send_timeout;
+        match tokio::time::timeout(deadline, self.ws.flush()).await {
+            Ok(Ok(())) => {
+                self.flush_pending = false;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ConnError::Ws(Arc::new(e))),
             Err(_) => Err(ConnError::SendTimeout(deadline)),
         }
     }
@@ -264,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.flush_pending {
                 match Pin::new(&mut self.ws).poll_flush(cx) {
                     Poll::Ready(Ok(())) => self.flush_pending = false,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(e.to_string()))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(Arc::new(e)))),
                     Poll::Pending => {}
                 }
             }
@@ -283,14 +317,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match Pin::new(&mut self.ws).poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         if let Err(e) = Pin::new(&mut self.ws).start_send(Message::Ping(Default::default())) {
-                            return Poll::Ready(Err(ConnError::Ws(e.to_string())));
+                            return Poll::Ready(Err(ConnError::Ws(Arc::new(e))));
                         }
                         self.probe = Some(Probe { queued: true, ..p });
                         self.flush_pending = true;
                         self.counters.pings.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(e.to_string()))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnError::Ws(Arc::new(e)))),
                     Poll::Pending => {}
                 }
             }
@@ -346,7 +380,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(buffer);
         let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
         let relay = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
-        (Connection::with_liveness(client, DEFAULT_REMOTE_PAYLOAD_LIMIT, Arc::default(), L), relay)
+        (Connection::with_liveness(client, DEFAULT_PAYLOAD_LIMIT, Arc::default(), L), relay)
     }
 
     /// A relay that reads (and so answers Pings) but never says anything; counts Pings.
@@ -435,7 +469,7 @@ mod tests {
             }
             assert!(sent < 100, "the pipe holds 4 kB; sends must block");
         };
-        assert_eq!(err, ConnError::SendTimeout(L.send_timeout));
+        assert!(matches!(err, ConnError::SendTimeout(d) if d == L.send_timeout), "{err:?}");
         assert_eq!(start.elapsed().as_secs(), 30);
         let start = Instant::now();
         conn.close().await;
