@@ -1,6 +1,7 @@
 //! What the daemon records as accepted stays true: a late co-maintainer is fetched again once its
 //! owner names it, however long ago it was first refused; an event the host refuses for a passing
-//! reason is retried until the host stores it.
+//! reason is retried until the host stores it, and counts only then; deletions and reactions of
+//! accepted comments reach the host.
 
 mod support;
 mod sync_support;
@@ -86,6 +87,42 @@ async fn an_event_the_host_refuses_with_an_internal_error_is_retried_until_store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_counts_only_once_the_host_stored_its_announcement_and_what_depends_on_it_follows() {
+    let host = TestRelay::start(None).await;
+    let front = Proxy::start(&host.url).await;
+    let remote = TestRelay::start(None).await;
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let t0 = now() - 100;
+    // The host knows one repository of Alice's, which makes the remote a relay to sync from.
+    host.publish(&announcement(&alice, "beta", &[S, &remote.url], &[], t0)).await;
+    // Everything about another one comes from the remote in one sync: its announcement, an
+    // issue about it, a reply.
+    let ann = announcement(&alice, "alpha", &[S, &remote.url], &[], t0);
+    let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
+    let issue = signed(&bob, 1621, vec![t("a", &coord)], "it breaks", t0 + 10);
+    let reply = signed(&alice, 1111, vec![t("E", &issue.id), t("K", "1621")], "looking", t0 + 20);
+    remote.insert_all(&[ann.clone(), issue.clone(), reply.clone()]).await;
+    // The host answers the first nine writes with `error: internal error`: the announcement is
+    // refused on three rounds of the daemon's retries (three tries each) before it is stored.
+    front.state.refuse_writes.store(9, std::sync::atomic::Ordering::SeqCst);
+
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let daemon = start_daemon(&config(S, &front.url, None, state.path(), metrics));
+    // As long as the host has not stored the announcement, the repository does not count: no
+    // status may show it before the ninth refusal.
+    let status = status_within(metrics, "every event stored", 90, |s| {
+        assert!(s.host_refusals >= 9 || s.repos <= 1, "repository counted before the host stored it: {s:#?}");
+        s.repos == 2 && s.root_events == 1
+    })
+    .await;
+    assert_eq!(status.host_refusals, 9);
+    until_host_holds(&host.url, &[&ann, &issue, &reply], 30).await;
+    assert_eq!(front.state.writes_refused.load(std::sync::atomic::Ordering::SeqCst), 9);
+    stop_daemon(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grasp_server_lists_naming_this_relay_are_synced_with_announcements_and_others_are_not() {
     let host = TestRelay::start(None).await;
     let remote = TestRelay::start(None).await;
@@ -109,5 +146,56 @@ async fn grasp_server_lists_naming_this_relay_are_synced_with_announcements_and_
     until_host_holds(&host.url, &[&carol_now], 30).await;
     let have = host_ids(&host.url).await;
     assert!(!have.contains(&theirs.id), "a list that does not name this relay reached the host");
+    stop_daemon(daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_and_reactions_of_accepted_comments_reach_the_host_from_history_and_live() {
+    let host = TestRelay::start(None).await;
+    let remote = TestRelay::start(None).await;
+    let (alice, bob, carol, dave) = (Keys::generate(), Keys::generate(), Keys::generate(), Keys::generate());
+    let t0 = now() - 100;
+    let ann = announcement(&alice, "alpha", &[S, &remote.url], &[], t0);
+    let coord = format!("30617:{}:alpha", alice.public_key().to_hex());
+    let issue = signed(&bob, 1621, vec![t("a", &coord)], "it breaks", t0 + 10);
+    let comment = |text: &str, at: u64| {
+        signed(&carol, 1111, vec![t("E", &issue.id), t("K", "1621"), t("e", &issue.id), t("k", "1621")], text, at)
+    };
+    let (first, second) = (comment("first", t0 + 20), comment("second", t0 + 21));
+    // The host holds the repository, the issue and both comments (accepted here).
+    for n in [&ann, &issue, &first, &second] {
+        host.publish(n).await;
+    }
+    // Elsewhere, before the daemon starts: Carol deletes her first comment, Dave reacts to the
+    // second. Neither names the issue or the repository: only the comment's id.
+    let deletion = |target: &grasp_sync::policy::Note, at: u64| {
+        signed(&carol, 5, vec![t("e", &target.id), t("k", "1111")], "", at)
+    };
+    let reaction = |target: &grasp_sync::policy::Note, at: u64| {
+        signed(&dave, 7, vec![t("e", &target.id), t("p", &carol.public_key().to_hex()), t("k", "1111")], "+", at)
+    };
+    let (old_deletion, old_reaction) = (deletion(&first, t0 + 30), reaction(&second, t0 + 31));
+    remote.insert_all(&[ann.clone(), issue.clone(), old_deletion.clone(), old_reaction.clone()]).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let daemon = start_daemon(&config(S, &host.url, None, state.path(), metrics));
+    // History brings what happened before.
+    until_host_holds(&host.url, &[&old_deletion, &old_reaction], 30).await;
+    status_until(metrics, "the remote synced", |s| s.relays.iter().all(|r| r.status == "connected")).await;
+    // Live: Dave reacts again to the second comment, then Carol deletes it.
+    let new_reaction = reaction(&second, now() + 1);
+    remote.publish(&new_reaction).await;
+    until_host_holds(&host.url, &[&new_reaction], 30).await;
+    let new_deletion = deletion(&second, now() + 2);
+    remote.publish(&new_deletion).await;
+    until_host_holds(&host.url, &[&new_deletion], 30).await;
+    // A comment written to this relay while the daemon runs, deleted elsewhere: the daemon learns
+    // of the comment from the host and asks for what names it.
+    let third = comment("third", now());
+    let third_deletion = deletion(&third, now() + 3);
+    remote.insert_all(std::slice::from_ref(&third_deletion)).await;
+    host.publish(&third).await;
+    until_host_holds(&host.url, &[&third_deletion], 30).await;
     stop_daemon(daemon).await;
 }

@@ -1,9 +1,13 @@
 //! `RepoSyncIndex`: what we want to hold. Repository coordinate → the relays its announcement
-//! lists (normalised, this service excluded) and the root events (patches, PRs, issues) that tag it.
+//! lists (normalised, this service excluded), the root events (patches, PRs, issues) that tag it,
+//! and its other accepted events (comments, status, PR updates, replies, reactions) whose
+//! deletions and reactions are synced too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::policy::event::{is_root_kind, AnnouncementTags};
+use crate::policy::event::{
+    is_root_kind, AnnouncementTags, KIND_ANNOUNCEMENT, KIND_DELETION, KIND_GRASP_LIST, KIND_STATE,
+};
 use crate::policy::view::select_announced_relays;
 use crate::policy::{AcceptedSet, AcceptedView, Change, Id, IgnoredRelays, RelayUrl, RepoCoord};
 
@@ -15,6 +19,9 @@ pub const MAX_RELAYS_PER_ANNOUNCEMENT: usize = crate::policy::view::MAX_ANNOUNCE
 pub struct RepoEntry {
     pub relays: BTreeSet<RelayUrl>,
     pub root_events: BTreeSet<Id>,
+    /// Accepted events about it that are not roots (see [`RepoSyncIndex::related_repos`]):
+    /// deletions and reactions naming them are synced (layer 4).
+    pub related: BTreeSet<Id>,
     /// Its announcement's `relays` tag values that were not taken, by reason.
     pub ignored_relays: IgnoredRelays,
 }
@@ -26,6 +33,12 @@ pub struct RepoSyncIndex {
     /// `d` → owners of the indexed repositories with that `d`, so that an announcement updates
     /// its `d` without a scan of every repository.
     owners: HashMap<String, BTreeSet<Id>>,
+}
+
+/// Kinds whose accepted events are related events: accepted by reference and not roots
+/// (deletions make nothing acceptable and are not deleted in turn).
+fn is_related_kind(kind: u64) -> bool {
+    !is_root_kind(kind) && !matches!(kind, KIND_ANNOUNCEMENT | KIND_STATE | KIND_DELETION | KIND_GRASP_LIST)
 }
 
 impl RepoSyncIndex {
@@ -51,7 +64,7 @@ impl RepoSyncIndex {
             }
             None => {
                 self.owners.entry(coord.d.clone()).or_default().insert(coord.pubkey);
-                self.repos.insert(coord, RepoEntry { relays, root_events: BTreeSet::new(), ignored_relays: ignored });
+                self.repos.insert(coord, RepoEntry { relays, ignored_relays: ignored, ..RepoEntry::default() });
                 true
             }
         }
@@ -76,9 +89,16 @@ impl RepoSyncIndex {
 
     /// Forgets a root event wherever it is recorded (deleted). Returns whether it was known.
     pub fn remove_root(&mut self, id: &Id) -> bool {
-        let mut found = false;
-        for entry in self.repos.values_mut() {
-            found |= entry.root_events.remove(id);
+        !self.take_root(id).is_empty()
+    }
+
+    /// [`remove_root`](Self::remove_root), returning the repositories it was recorded in.
+    fn take_root(&mut self, id: &Id) -> Vec<RepoCoord> {
+        let mut found = Vec::new();
+        for (c, entry) in self.repos.iter_mut() {
+            if entry.root_events.remove(id) {
+                found.push(c.clone());
+            }
         }
         found
     }
@@ -99,10 +119,29 @@ impl RepoSyncIndex {
                     changed = true;
                 }
             }
+            let coords: Vec<RepoCoord> = self.repos.keys().cloned().collect();
+            let before: Vec<BTreeSet<Id>> = self.repos.values_mut().map(|e| std::mem::take(&mut e.related)).collect();
+            for c in &coords {
+                self.relate_repo(view, c);
+            }
+            changed |= self.repos.values().zip(before).any(|(e, b)| e.related != b);
             return changed;
         }
+        // Roots removed, with the repositories they were in (a deleted root's tags are gone from
+        // the view).
+        let mut removed_roots: Vec<(Id, Vec<RepoCoord>)> = Vec::new();
         for id in &change.removed {
-            changed |= self.remove_root(id);
+            let coords = self.take_root(id);
+            if !coords.is_empty() {
+                changed = true;
+                removed_roots.push((*id, coords));
+            }
+            if view.held_refs(id).is_none() {
+                // Deleted: its tags are gone too, so it leaves every related set.
+                for e in self.repos.values_mut() {
+                    changed |= e.related.remove(id);
+                }
+            }
         }
         for id in &change.accepted {
             let Some((kind, refs)) = view.held_refs(id) else { continue };
@@ -112,7 +151,79 @@ impl RepoSyncIndex {
                 }
             }
         }
+        // Events whose repositories may have changed: those accepted or removed, and the events
+        // referencing a root accepted or removed.
+        for id in change.removed.iter().chain(&change.accepted) {
+            changed |= self.relate(view, id, &[]);
+            if view.held_refs(id).is_some_and(|(kind, _)| is_root_kind(kind)) {
+                for r in view.referrers(id) {
+                    changed |= self.relate(view, r, &[]);
+                }
+            }
+        }
+        for (root, coords) in &removed_roots {
+            for r in view.referrers(root) {
+                changed |= self.relate(view, r, coords);
+            }
+        }
         changed
+    }
+
+    /// The indexed repositories an accepted related event is about: those it tags (`a`, `A`,
+    /// `q`) and those of the accepted root events it references (`e`, `E`, `q`). One step only:
+    /// a reaction to a comment that names no root is not itself related.
+    pub fn related_repos(&self, view: &AcceptedSet, id: &Id) -> BTreeSet<RepoCoord> {
+        let mut out = BTreeSet::new();
+        let Some((kind, refs)) = view.held_refs(id) else { return out };
+        if !is_related_kind(kind) || !view.has_event(id) {
+            return out;
+        }
+        out.extend(refs.iter().filter(|c| self.repos.contains_key(*c)).cloned());
+        for r in view.held_id_refs(id) {
+            match view.held_refs(r) {
+                Some((k, root_refs)) if is_root_kind(k) && view.has_event(r) => {
+                    out.extend(root_refs.iter().filter(|c| self.repos.contains_key(*c)).cloned());
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Brings one event's place in the `related` sets to [`related_repos`](Self::related_repos).
+    /// The repositories it may have been in: those it or the events it references tag, and
+    /// `also` (those of a root deleted meanwhile). Returns whether anything changed.
+    fn relate(&mut self, view: &AcceptedSet, id: &Id, also: &[RepoCoord]) -> bool {
+        let now = self.related_repos(view, id);
+        let mut maybe: BTreeSet<RepoCoord> = also.iter().cloned().collect();
+        if let Some((_, refs)) = view.held_refs(id) {
+            maybe.extend(refs.iter().cloned());
+        }
+        for r in view.held_id_refs(id) {
+            if let Some((_, refs)) = view.held_refs(r) {
+                maybe.extend(refs.iter().cloned());
+            }
+        }
+        let mut changed = false;
+        for c in maybe.iter().chain(&now) {
+            if let Some(e) = self.repos.get_mut(c) {
+                changed |= if now.contains(c) { e.related.insert(*id) } else { e.related.remove(id) };
+            }
+        }
+        changed
+    }
+
+    /// Fills a repository's `related` set: the events that tag it, and those that reference its
+    /// root events.
+    fn relate_repo(&mut self, view: &AcceptedSet, coord: &RepoCoord) {
+        let Some(entry) = self.repos.get(coord) else { return };
+        let mut candidates: Vec<Id> = view.coord_referrers(coord).to_vec();
+        for r in &entry.root_events {
+            candidates.extend_from_slice(view.referrers(r));
+        }
+        for id in candidates {
+            self.relate(view, &id, &[]);
+        }
     }
 
     /// The index of everything `view` accepts.
@@ -150,6 +261,7 @@ impl RepoSyncIndex {
                 if let Some(e) = self.repos.get_mut(&coord) {
                     e.root_events = view.roots_of(&coord).into_iter().collect();
                 }
+                self.relate_repo(view, &coord);
             }
         }
         changed
@@ -177,6 +289,11 @@ impl RepoSyncIndex {
 
     pub fn root_count(&self) -> usize {
         self.repos.values().map(|e| e.root_events.len()).sum()
+    }
+
+    /// Related events over all repositories (an event about two repositories counts twice).
+    pub fn related_count(&self) -> usize {
+        self.repos.values().map(|e| e.related.len()).sum()
     }
 
     /// Relay entries held over all repositories (one per repository and relay).
@@ -387,6 +504,27 @@ mod apply_tests {
         // The owner of `q` moves it elsewhere: nothing is left to sync.
         assert!(w.offer(ann(3, "q", &["wss://elsewhere.example"], &[], 2)));
         assert!(relays(&w).is_empty());
+    }
+
+    #[test]
+    fn related_events_are_those_about_a_repository_or_its_roots_and_follow_deletions() {
+        let mut w = World::new();
+        w.offer(ann(1, "r", &[S], &[], 1));
+        w.offer(other(50, 7, KIND_ISSUE, vec![coord(1, "r")], vec![]));
+        assert!(w.offer(other(51, 8, 1111, vec![], vec![[50; 32]])), "a comment on the issue");
+        assert!(w.offer(other(52, 9, 7, vec![], vec![[51; 32]])), "a reaction to the comment");
+        assert!(w.offer(other(53, 8, 1630, vec![coord(1, "r")], vec![])), "a status tagging the repository");
+        let related = |w: &World| w.index.get(&coord(1, "r")).map(|e| e.related.clone()).unwrap_or_default();
+        // The reaction names no root: one step only.
+        assert_eq!(related(&w), [[51; 32], [53; 32]].into());
+        assert_eq!(w.index.related_count(), 2);
+        // The issue's author deletes it: the comment stood on it and leaves with it.
+        w.offer(other(60, 7, KIND_DELETION, vec![], vec![[50; 32]]));
+        assert_eq!(related(&w), [[53; 32]].into());
+        // The owner deletes the repository: nothing is left.
+        w.offer(other(61, 1, KIND_DELETION, vec![coord(1, "r")], vec![]));
+        assert!(w.index.is_empty());
+        assert_eq!(w.index.related_count(), 0);
     }
 
     #[test]

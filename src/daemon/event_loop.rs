@@ -1,7 +1,7 @@
 //! The daemon's single decision loop: fetched events in, verdicts out. It owns the accepted view,
 //! the repo index and the per-relay counters; every other task talks to it over channels.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +21,8 @@ use crate::engine::{EngineHandle, Fetched};
 use crate::host::ingest::{IngestClosed, IngestHandle, IngestSlot, Outcome, Report};
 use crate::host::stream::StreamEvent;
 use crate::metrics::Metrics;
-use crate::policy::event::parse_hex32;
-use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Note, Policy, RelayUrl, Verdict};
+use crate::policy::event::{parse_hex32, KIND_ANNOUNCEMENT};
+use crate::policy::{verify_signature, AcceptedSet, AcceptedView, Facts, Id, Note, Policy, RelayUrl, Verdict};
 use crate::status::{RefusedRelay, RelayReport};
 use crate::wire::unix_now;
 
@@ -67,6 +67,10 @@ struct Retry {
     attempts: u32,
 }
 
+/// An event to decide: the event, the relay it came from, whether to write it to the host, and
+/// since when it was held (when it comes back from the rejected index).
+type Work = (Note, Option<RelayUrl>, bool, Option<u64>);
+
 pub(super) struct EventLoop {
     cfg: Config,
     policy: Policy,
@@ -82,6 +86,9 @@ pub(super) struct EventLoop {
     ingest: IngestHandle,
     /// Accepted events not yet handed to the ingest (see [`OUTBOX_LIMIT`]).
     outbox: VecDeque<(Note, Option<RelayUrl>)>,
+    /// Events the policy accepted and that are on their way to the host (outbox, ingest,
+    /// retries): the view records them only once the host stored them.
+    pending: HashSet<Id>,
     metrics: Metrics,
     engine: EngineHandle,
     relays: BTreeMap<String, PersistedRelay>,
@@ -122,6 +129,7 @@ impl EventLoop {
             store,
             ingest,
             outbox: VecDeque::new(),
+            pending: HashSet::new(),
             metrics,
             engine,
             relays,
@@ -197,7 +205,12 @@ impl EventLoop {
 
     /// Events that were to be written before the last stop: they go out first.
     pub(super) fn resubmit(&mut self, notes: impl IntoIterator<Item = Note>) {
-        self.outbox.extend(notes.into_iter().map(|n| (n, None)));
+        for note in notes {
+            if let Some(id) = parse_hex32(&note.id) {
+                self.pending.insert(id);
+            }
+            self.outbox.push_back((note, None));
+        }
     }
 
     /// Accepted events not handed to the ingest, for the state file at shutdown.
@@ -221,7 +234,7 @@ impl EventLoop {
 
     fn on_fetched(&mut self, f: Fetched) {
         let Some(id) = parse_hex32(&f.note.id) else { return };
-        if self.view.has_event(&id) || self.rejected().knows(&id) {
+        if self.view.has_event(&id) || self.pending.contains(&id) || self.rejected().knows(&id) {
             self.engine.status.update_existing(&f.relay, |r| r.events_duplicate += 1);
             return;
         }
@@ -234,10 +247,14 @@ impl EventLoop {
         self.offer(f.note, Some(f.relay), true);
     }
 
-    /// Decides on an event; accepted ones are queued for writing (when `write`) and may unlock
-    /// held ones, which are decided in turn.
+    /// Decides on an event. An accepted one is queued for writing (when `write`; the view records
+    /// it once the host stored it) or, when the host holds it already, recorded now; what it
+    /// unlocks is decided in turn.
     fn offer(&mut self, note: Note, source: Option<RelayUrl>, write: bool) {
-        let mut work = vec![(note, source, write, None)];
+        self.decide_all(vec![(note, source, write, None)]);
+    }
+
+    fn decide_all(&mut self, mut work: Vec<Work>) {
         while let Some((note, source, write, held_since)) = work.pop() {
             let facts = match Facts::from_note(&note) {
                 Ok(f) => f,
@@ -246,16 +263,13 @@ impl EventLoop {
                     continue;
                 }
             };
-            let (verdict, change) = self.policy.decide_and_apply(&mut self.view, &facts);
-            match verdict {
-                Verdict::Accept(_) => {
-                    if write {
+            match self.policy.decide(&self.view, &facts) {
+                Verdict::Accept(_) if write => {
+                    if self.pending.insert(facts.id) {
                         self.outbox.push_back((note, source));
                     }
-                    self.index_dirty |= self.index.apply_change(self.policy.service(), &self.view, &change);
-                    let unlocked = self.rejected().unlocked_by(&facts);
-                    work.extend(unlocked.into_iter().map(|(n, _, since)| (n, None, true, Some(since))));
                 }
+                Verdict::Accept(_) => work.extend(self.record(&facts)),
                 Verdict::Reject(_) => {
                     let mut rejected = self.rejected();
                     match held_since {
@@ -267,6 +281,29 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Records an event the host holds in the view (and the index); returns the held events it
+    /// may unlock, to be decided again (and written).
+    fn record(&mut self, facts: &Facts) -> Vec<Work> {
+        let lists_service = facts.kind == KIND_ANNOUNCEMENT && self.policy.lists_service(facts);
+        let change = self.view.record(facts, lists_service);
+        self.index_dirty |= self.index.apply_change(self.policy.service(), &self.view, &change);
+        let unlocked = self.rejected().unlocked_by(facts);
+        unlocked.into_iter().map(|(n, _, since)| (n, None, true, Some(since))).collect()
+    }
+
+    /// The host stored an event we wrote (or had it already): from now on the view counts it,
+    /// and events that waited for it are decided again.
+    fn confirm(&mut self, note: &Note) {
+        let Some(id) = parse_hex32(&note.id) else { return };
+        self.pending.remove(&id);
+        if self.view.has_event(&id) {
+            return;
+        }
+        let Ok(facts) = Facts::from_note(note) else { return };
+        let unlocked = self.record(&facts);
+        self.decide_all(unlocked);
     }
 
     fn rejected(&self) -> std::sync::MutexGuard<'_, RejectedIndex> {
@@ -291,13 +328,14 @@ impl EventLoop {
         if matches!(r.outcome, Outcome::Stored | Outcome::Duplicate) {
             self.attempts.remove(&r.note.id);
             self.store.host_has(&r.note);
+            self.confirm(&r.note);
         }
     }
 
-    /// The host refused an event the policy here accepted: the view must not count it. A
+    /// The host refused an event the policy here accepted (the view never counted it). A
     /// `blocked:` refusal is the host's policy speaking (held as rejected, like our own
     /// rejections); `invalid:` will not change; anything else (strfry's `error: internal error`
-    /// while its plugin restarts) is retried with backoff.
+    /// while its plugin restarts) is retried with backoff, and counted.
     fn on_refused(&mut self, note: Note, source: Option<RelayUrl>, msg: &str) {
         let Ok(facts) = Facts::from_note(&note) else { return };
         let transient = !(msg.starts_with("blocked:") || msg.starts_with("invalid:"));
@@ -314,8 +352,8 @@ impl EventLoop {
             tracing::warn!(id = %note.id, attempts, "host keeps refusing an event; giving up on it for now");
             self.attempts.remove(&note.id);
         }
-        let change = self.view.forget(&facts.id);
-        self.index_dirty |= self.index.apply_change(self.policy.service(), &self.view, &change);
+        // Given up: a later fetch of it is decided again.
+        self.pending.remove(&facts.id);
         if msg.starts_with("blocked:") {
             self.rejected().hold(note, facts, unix_now());
         }
@@ -342,8 +380,11 @@ impl EventLoop {
             StreamEvent::Batch(notes) => {
                 for note in notes {
                     self.store.host_has(&note);
-                    let known = parse_hex32(&note.id).is_some_and(|id| self.view.has_event(&id));
-                    if !known {
+                    let Some(id) = parse_hex32(&note.id) else { continue };
+                    if self.pending.contains(&id) {
+                        // One we wrote: the host has stored it.
+                        self.confirm(&note);
+                    } else if !self.view.has_event(&id) {
                         // The host holds it already: decide for the index, do not write it back.
                         self.offer(note, None, false);
                     }
@@ -354,6 +395,12 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         self.due_retries();
+        // Held events may wait for one the host has not answered yet (an issue for its
+        // announcement): none is settled while any is on its way, or it would miss that answer
+        // (the count and byte bounds of the rejected index still hold).
+        if !self.pending.is_empty() {
+            return;
+        }
         let settled = self.rejected().expire(unix_now());
         if settled > 0 {
             tracing::debug!(settled, "rejected events settled");

@@ -5,6 +5,8 @@
 //! - L2 repo-tagged: kind 30618 with `#d` = our repos' identifiers; `#a`, `#A`, `#q` = our repo
 //!   coordinates (one tag letter per filter: strfry refuses filters with more than two tags).
 //! - L3 root-tagged: `#e`, `#E`, `#q` = our root event ids.
+//! - L4 related: `{"kinds":[5,7],"#e":[…]}` = deletions and reactions naming our other accepted
+//!   events (comments, status, PR updates, replies, reactions).
 //!
 //! Values are chunked, at most [`MAX_VALUES_PER_FILTER`] per filter. Live filters carry
 //! `limit: 0`; historic ones an optional `since`. strfry neither indexes nor accepts tag filter
@@ -12,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_GRASP_LIST, KIND_STATE};
+use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_GRASP_LIST, KIND_REACTION, KIND_STATE};
 use crate::policy::{Id, RepoCoord};
 use crate::wire::Filter;
 
@@ -93,6 +95,21 @@ pub fn l3_filters(roots: &BTreeSet<Id>, chunk: usize) -> Vec<Filter> {
         out.extend(chunked(ids.clone(), chunk, |c| Filter::default().tag(letter, c)));
     }
     out
+}
+
+/// Kinds asked for about related events (L4): deletions and reactions.
+pub const RELATED_KINDS: [u64; 2] = [KIND_DELETION, KIND_REACTION];
+
+/// A filter for deletions and reactions naming these ids.
+pub fn related_filter(ids: Vec<String>) -> Filter {
+    Filter::kinds(RELATED_KINDS).tag('e', ids)
+}
+
+/// L4 filters for `related` event ids, chunked by `chunk` values (clamped to 1..=100).
+pub fn l4_filters(related: &BTreeSet<Id>, chunk: usize) -> Vec<Filter> {
+    let chunk = chunk.clamp(1, MAX_VALUES_PER_FILTER);
+    let ids: Vec<String> = related.iter().map(hex::encode).collect();
+    chunked(ids, chunk, related_filter)
 }
 
 /// Live form: `limit: 0` (only new events), no time bounds.

@@ -27,9 +27,13 @@ pub enum Item {
     Repo(RepoCoord),
     /// L3: events tagging a root event.
     Root(Id),
+    /// L4: deletions and reactions naming another accepted event (a comment, status, PR
+    /// update, reply, reaction).
+    Related(Id),
 }
 
-/// What one relay should give us: the repos and root events whose announcements list it.
+/// What one relay should give us: the repos whose announcements list it, their root events
+/// and their related events.
 pub type RelayTarget = ItemSet;
 
 /// Every item of a target, announcements (L1) included.
@@ -37,6 +41,7 @@ pub fn target_items(t: &RelayTarget) -> BTreeSet<Item> {
     let mut out = BTreeSet::from([Item::Announcements]);
     out.extend(t.repos.iter().cloned().map(Item::Repo));
     out.extend(t.root_events.iter().copied().map(Item::Root));
+    out.extend(t.related.iter().copied().map(Item::Related));
     out
 }
 

@@ -10,11 +10,13 @@ use std::fmt;
 use crate::accepted::index::RepoSyncIndex;
 use crate::policy::{AddressClass, Id, RelayUrl, RepoCoord};
 
-/// A set of sync items: repositories (layer 2) and root events (layer 3).
+/// A set of sync items: repositories (layer 2), root events (layer 3) and related events
+/// (layer 4: other accepted events, for their deletions and reactions).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ItemSet {
     pub repos: BTreeSet<RepoCoord>,
     pub root_events: BTreeSet<Id>,
+    pub related: BTreeSet<Id>,
 }
 
 impl ItemSet {
@@ -23,24 +25,26 @@ impl ItemSet {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.repos.is_empty() && self.root_events.is_empty()
+        self.repos.is_empty() && self.root_events.is_empty() && self.related.is_empty()
     }
 
-    /// Number of repositories plus root events.
+    /// Number of repositories, root events and related events.
     pub fn len(&self) -> usize {
-        self.repos.len() + self.root_events.len()
+        self.repos.len() + self.root_events.len() + self.related.len()
     }
 
     /// Adds every item of `other`.
     pub fn extend(&mut self, other: &ItemSet) {
         self.repos.extend(other.repos.iter().cloned());
         self.root_events.extend(other.root_events.iter().copied());
+        self.related.extend(other.related.iter().copied());
     }
 
     /// Removes every item of `other`.
     pub fn remove_all(&mut self, other: &ItemSet) {
         self.repos.retain(|r| !other.repos.contains(r));
         self.root_events.retain(|r| !other.root_events.contains(r));
+        self.related.retain(|r| !other.related.contains(r));
     }
 
     /// Items of `self` that are not in `other`.
@@ -48,6 +52,7 @@ impl ItemSet {
         ItemSet {
             repos: self.repos.difference(&other.repos).cloned().collect(),
             root_events: self.root_events.difference(&other.root_events).copied().collect(),
+            related: self.related.difference(&other.related).copied().collect(),
         }
     }
 
@@ -56,12 +61,15 @@ impl ItemSet {
         ItemSet {
             repos: self.repos.intersection(&other.repos).cloned().collect(),
             root_events: self.root_events.intersection(&other.root_events).copied().collect(),
+            related: self.related.intersection(&other.related).copied().collect(),
         }
     }
 
     /// Whether every item of `other` is in `self`.
     pub fn contains_all(&self, other: &ItemSet) -> bool {
-        other.repos.is_subset(&self.repos) && other.root_events.is_subset(&self.root_events)
+        other.repos.is_subset(&self.repos)
+            && other.root_events.is_subset(&self.root_events)
+            && other.related.is_subset(&self.related)
     }
 }
 
@@ -169,7 +177,7 @@ fn refusal(url: &RelayUrl, service: &RelayUrl, rules: &TargetRules) -> Option<Re
 /// Inverts the repo index into relay targets.
 ///
 /// A relay serves a repository when the repository's announcement lists it; it then serves the
-/// repository's root events too. When more than `rules.max_relays` relays qualify, bootstrap
+/// repository's root events and related events too. When more than `rules.max_relays` relays qualify, bootstrap
 /// relays are kept first, then the others by rank: distinct authors of the repositories with
 /// accepted activity (root events) that list the relay, then distinct authors of all the
 /// repositories listing it, then root events, then URL order. Authors, not announcements: anyone
@@ -238,6 +246,7 @@ pub fn derive_relay_targets(repo_index: &RepoSyncIndex, service: &RelayUrl, rule
             if let Some(items) = out.relays.get_mut(relay) {
                 items.repos.insert(coord.clone());
                 items.root_events.extend(entry.root_events.iter().copied());
+                items.related.extend(entry.related.iter().copied());
             }
         }
     }
@@ -463,6 +472,7 @@ mod tests {
                 for (c, e) in idx.repos().filter(|(_, e)| e.relays.contains(relay)) {
                     expect.repos.insert(c.clone());
                     expect.root_events.extend(e.root_events.iter().copied());
+                    expect.related.extend(e.related.iter().copied());
                 }
                 prop_assert_eq!(items, &expect);
             }

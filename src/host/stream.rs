@@ -1,5 +1,6 @@
 //! Follows the host relay's new events that change what we sync: repository announcements, root
-//! events and deletions. A websocket subscription, delivered in short batches, re-opened with
+//! events, deletions, and the comments, status, PR updates and reactions whose deletions and
+//! reactions are synced. A websocket subscription, delivered in short batches, re-opened with
 //! backoff whenever the host goes away (strfry restarts).
 
 use std::sync::Arc;
@@ -8,13 +9,27 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PR};
+use crate::policy::event::{KIND_ANNOUNCEMENT, KIND_DELETION, KIND_ISSUE, KIND_PATCH, KIND_PR, KIND_REACTION};
 use crate::policy::{Note, RelayUrl};
 use crate::wire::conn::DEFAULT_PAYLOAD_LIMIT;
 use crate::wire::{backoff, unix_now, ClientMsg, ConnError, Connection, Filter, RelayMsg};
 
-/// Kinds whose arrival changes the repository index.
-pub const STREAM_KINDS: [u64; 5] = [KIND_ANNOUNCEMENT, KIND_PATCH, KIND_PR, KIND_ISSUE, KIND_DELETION];
+/// Kinds whose arrival changes the repository index (its repositories, root events and related
+/// events: NIP-22 comments, PR updates, status, reactions).
+pub const STREAM_KINDS: [u64; 12] = [
+    KIND_ANNOUNCEMENT,
+    KIND_PATCH,
+    KIND_PR,
+    KIND_ISSUE,
+    KIND_DELETION,
+    1111,
+    1619,
+    1630,
+    1631,
+    1632,
+    1633,
+    KIND_REACTION,
+];
 /// After a reconnect, events this much older than the last moment we were connected are asked
 /// for again (clock skew, events written during the outage).
 pub const RECONNECT_MARGIN_SECS: u64 = 120;

@@ -9,6 +9,8 @@ pub type Id = [u8; 32];
 
 /// Kinds with rules of their own (NIP-34, NIP-09).
 pub const KIND_DELETION: u64 = 5;
+/// NIP-25 reaction.
+pub const KIND_REACTION: u64 = 7;
 pub const KIND_ANNOUNCEMENT: u64 = 30617;
 pub const KIND_STATE: u64 = 30618;
 pub const KIND_PATCH: u64 = 1617;

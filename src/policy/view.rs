@@ -489,29 +489,6 @@ impl AcceptedSet {
         self.propagate(seeds, ch);
     }
 
-    /// Forgets an event the host turned out not to hold (it refused it after the policy here
-    /// accepted it), as if it had never been recorded.
-    pub fn forget(&mut self, id: &Id) -> Change {
-        let mut ch = Change::default();
-        let Some(h) = self.held.get(id) else { return ch };
-        let ann_d = (h.kind == KIND_ANNOUNCEMENT).then(|| h.d.clone()).flatten();
-        let unsupported = self.remove_held(id, &mut ch);
-        match ann_d {
-            Some(d) => {
-                if let Some(list) = self.held_anns.get_mut(&d) {
-                    list.retain(|a| a.id != *id);
-                    if list.is_empty() {
-                        self.held_anns.remove(&d);
-                    }
-                }
-                self.refresh_anchors(&d, unsupported, &mut ch);
-            }
-            None if unsupported => self.recompute(&mut ch),
-            None => {}
-        }
-        ch
-    }
-
     /// Number of accepted events.
     pub fn event_count(&self) -> usize {
         self.accepted.len()
@@ -551,6 +528,16 @@ impl AcceptedSet {
     /// The ids a held event references.
     pub fn held_id_refs(&self, id: &Id) -> &[Id] {
         self.held.get(id).map(|h| &h.id_refs[..]).unwrap_or(&[])
+    }
+
+    /// Held events that reference this id (`e`, `E`, `q`), accepted or not.
+    pub fn referrers(&self, id: &Id) -> &[Id] {
+        self.referrers.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Held events that tag this repository (`a`, `A`, `q`), accepted or not.
+    pub fn coord_referrers(&self, coord: &RepoCoord) -> &[Id] {
+        self.coord_referrers.get(coord).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Accepted ids, for comparisons in tests and checks.

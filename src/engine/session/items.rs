@@ -9,11 +9,12 @@ use crate::engine::store::LocalStore;
 use crate::policy::Id;
 use crate::wire::Filter;
 
-/// Filters of one layer chunk (L1 announcements, L2 repo-tagged, L3 root-tagged).
+/// Filters of one layer chunk (L1 announcements, L2 repo-tagged, L3 root-tagged, L4 related).
 pub(crate) fn item_filters(items: &[Item], chunk: usize) -> Vec<Filter> {
     let mut out = Vec::new();
     let mut repos = BTreeSet::new();
     let mut roots = BTreeSet::new();
+    let mut related = BTreeSet::new();
     for item in items {
         match item {
             Item::Announcements => out.extend(layers::l1_filters()),
@@ -23,6 +24,9 @@ pub(crate) fn item_filters(items: &[Item], chunk: usize) -> Vec<Filter> {
             Item::Root(id) => {
                 roots.insert(*id);
             }
+            Item::Related(id) => {
+                related.insert(*id);
+            }
         }
     }
     let l2 = layers::l2_filters(&repos, chunk);
@@ -31,6 +35,7 @@ pub(crate) fn item_filters(items: &[Item], chunk: usize) -> Vec<Filter> {
     }
     out.extend(l2.filters);
     out.extend(layers::l3_filters(&roots, chunk));
+    out.extend(layers::l4_filters(&related, chunk));
     out
 }
 
@@ -44,6 +49,8 @@ pub(crate) fn item_digest(item: &Item) -> u64 {
             u64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
         }
         Item::Root(id) => u64::from_be_bytes(id[..8].try_into().expect("8 bytes")),
+        // An event is a root or a related event, never both; flipped bits keep the two apart.
+        Item::Related(id) => !u64::from_be_bytes(id[..8].try_into().expect("8 bytes")),
     }
 }
 
@@ -63,9 +70,9 @@ pub(crate) fn decode_confirmed(s: &str) -> Option<HashSet<u64>> {
     (0..s.len() / 16).map(|i| u64::from_str_radix(&s[i * 16..i * 16 + 16], 16).ok()).collect()
 }
 
-/// Ranks root events newest first by their `created_at` in the local store; roots the store
-/// does not hold yet count as the newest.
-pub(crate) fn rank_roots(store: &dyn LocalStore, roots: &BTreeSet<Id>) -> Vec<Id> {
+/// Ranks events (roots, related events) newest first by their `created_at` in the local store;
+/// events the store does not hold yet count as the newest.
+pub(crate) fn rank_newest(store: &dyn LocalStore, roots: &BTreeSet<Id>) -> Vec<Id> {
     if roots.is_empty() {
         return Vec::new();
     }

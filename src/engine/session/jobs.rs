@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use super::items::{rank_roots, req_limits};
-use super::live::{self, extra_reqs, live_reqs};
+use super::items::{rank_newest, req_limits};
+use super::live::{self, extra_reqs, live_reqs, HotCandidates};
 use super::planner::{Job, JobKind, Planner, Sub, SubKind};
 use crate::engine::relay_task::Item;
 use crate::remote::negentropy::{frame_limit_for, NegSession};
@@ -183,11 +183,17 @@ impl Planner {
         let repos: Vec<_> =
             self.current.iter().filter_map(|i| if let Item::Repo(c) = i { Some(c.clone()) } else { None }).collect();
         let roots = self.current.iter().filter_map(|i| if let Item::Root(id) = i { Some(*id) } else { None }).collect();
-        let ranked = rank_roots(self.ctx.store.as_ref(), &roots);
+        let related =
+            self.current.iter().filter_map(|i| if let Item::Related(id) = i { Some(*id) } else { None }).collect();
+        let ranked = rank_newest(self.ctx.store.as_ref(), &roots);
+        let ranked_related = rank_newest(self.ctx.store.as_ref(), &related);
         let slots = live::live_slots(self.mem.budget);
-        let (reqs, n_repos, n_roots) = live_reqs(&repos, &ranked, slots, &req_limits(self.frame_limit()));
-        let mut hot: std::collections::BTreeSet<Item> = repos.into_iter().take(n_repos).map(Item::Repo).collect();
-        hot.extend(ranked.into_iter().take(n_roots).map(Item::Root));
+        let c = HotCandidates { repos: &repos, roots: &ranked, related: &ranked_related };
+        let pack = live_reqs(c, slots, &req_limits(self.frame_limit()));
+        let reqs = pack.reqs;
+        let mut hot: std::collections::BTreeSet<Item> = repos.into_iter().take(pack.repos).map(Item::Repo).collect();
+        hot.extend(ranked.into_iter().take(pack.roots).map(Item::Root));
+        hot.extend(ranked_related.into_iter().take(pack.related).map(Item::Related));
         self.hot_items = hot;
         if reqs == self.live_plan {
             return;
@@ -220,17 +226,26 @@ impl Planner {
             .filter(|i| !hot.contains(*i))
             .filter_map(|i| if let Item::Root(id) = i { Some(*id) } else { None })
             .collect();
-        if repos.is_empty() && roots.is_empty() {
+        let related: Vec<_> = self
+            .current
+            .iter()
+            .filter(|i| !hot.contains(*i))
+            .filter_map(|i| if let Item::Related(id) = i { Some(*id) } else { None })
+            .collect();
+        if repos.is_empty() && roots.is_empty() && related.is_empty() {
             return true;
         }
         let free = live::live_slots(self.mem.budget).saturating_sub(self.live_plan.len());
         if free == 0 {
             return false;
         }
-        let (reqs, n_repos, n_roots) = extra_reqs(&repos, &roots, free, &req_limits(self.frame_limit()));
-        let all = n_repos == repos.len() && n_roots == roots.len();
-        self.hot_items.extend(repos.into_iter().take(n_repos).map(Item::Repo));
-        self.hot_items.extend(roots.into_iter().take(n_roots).map(Item::Root));
+        let c = HotCandidates { repos: &repos, roots: &roots, related: &related };
+        let pack = extra_reqs(c, free, &req_limits(self.frame_limit()));
+        let all = pack.repos == repos.len() && pack.roots == roots.len() && pack.related == related.len();
+        self.hot_items.extend(repos.into_iter().take(pack.repos).map(Item::Repo));
+        self.hot_items.extend(roots.into_iter().take(pack.roots).map(Item::Root));
+        self.hot_items.extend(related.into_iter().take(pack.related).map(Item::Related));
+        let reqs = pack.reqs;
         if !reqs.is_empty() {
             self.live_plan.extend(reqs);
             self.live_pending = true;

@@ -4,15 +4,18 @@
 //! 1. broad filters by kind for the kinds only git uses, and
 //! 2. NIP-22 comments whose `K` tag names a git root kind;
 //! 3. `#a/#A/#q` and `#e/#E/#q` filters for a **hot set** (repositories, then the newest root
-//!    events) packed after them into a fixed share of the budget ([`live_slots`]); the cold
-//!    rest is covered by the planner's periodic negentropy sweep.
+//!    events, then deletions and reactions of the newest related events: `{"kinds":[5,7],"#e":…}`)
+//!    packed after them into a fixed share of the budget ([`live_slots`]); the cold rest is
+//!    covered by the planner's periodic negentropy sweep.
 //!
 //! What arrives on the broad filters and is not about our repositories is dropped here
 //! ([`Relevance`]), counted, and never held against the relay.
 
 use std::collections::HashSet;
 
-use crate::engine::layers::{live, with_lengths, Packer, ReqLimits, MAX_TAG_VALUE_BYTES, MAX_VALUES_PER_FILTER};
+use crate::engine::layers::{
+    live, related_filter, with_lengths, Packer, ReqLimits, MAX_TAG_VALUE_BYTES, MAX_VALUES_PER_FILTER, RELATED_KINDS,
+};
 use crate::engine::relay_task::RelayTarget;
 use crate::policy::event::{
     parse_hex32, KIND_ANNOUNCEMENT, KIND_GRASP_LIST, KIND_ISSUE, KIND_PATCH, KIND_PR, KIND_STATE,
@@ -58,37 +61,40 @@ fn tag_filters(letters: [char; 3], values: &[String]) -> Vec<Filter> {
     live(&letters.iter().map(|l| Filter::default().tag(*l, values.iter().cloned())).collect::<Vec<_>>())
 }
 
+/// What the hot set may name, each in the order it is taken (roots and related events newest
+/// first).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HotCandidates<'a> {
+    pub repos: &'a [RepoCoord],
+    pub roots: &'a [Id],
+    pub related: &'a [Id],
+}
+
+/// Live REQs and how many of each candidate list they name (a prefix of each).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LivePack {
+    pub reqs: Vec<Vec<Filter>>,
+    pub repos: usize,
+    pub roots: usize,
+    pub related: usize,
+}
+
 /// The live REQs: the broad filters (tiers 1 and 2) first, then tier 3 for the hot set —
-/// repositories (in the order given) within half the slots (rounded up), then root events (in
-/// the order given: newest first) in what is left; blocks of up to 100 values, at most `slots`
-/// REQs (at least one), each within the frame limit. Returns the REQs and how many
-/// repositories and roots they name.
-pub(crate) fn live_reqs(
-    repos: &[RepoCoord],
-    roots: &[Id],
-    slots: usize,
-    limits: &ReqLimits,
-) -> (Vec<Vec<Filter>>, usize, usize) {
-    pack_live(true, repos, roots, slots.max(1), limits)
+/// repositories within half the slots (rounded up), root events within all but a quarter of
+/// them (rounded down; all of them when there are no related events), related events in what
+/// is left; blocks of up to 100 values, at most
+/// `slots` REQs (at least one), each within the frame limit.
+pub(crate) fn live_reqs(c: HotCandidates<'_>, slots: usize, limits: &ReqLimits) -> LivePack {
+    pack_live(true, c, slots.max(1), limits)
 }
 
 /// More hot REQs (no broad filters) for items that joined the target, in at most `slots`.
-pub(crate) fn extra_reqs(
-    repos: &[RepoCoord],
-    roots: &[Id],
-    slots: usize,
-    limits: &ReqLimits,
-) -> (Vec<Vec<Filter>>, usize, usize) {
-    pack_live(false, repos, roots, slots, limits)
+pub(crate) fn extra_reqs(c: HotCandidates<'_>, slots: usize, limits: &ReqLimits) -> LivePack {
+    pack_live(false, c, slots, limits)
 }
 
-fn pack_live(
-    broad: bool,
-    repos: &[RepoCoord],
-    roots: &[Id],
-    slots: usize,
-    limits: &ReqLimits,
-) -> (Vec<Vec<Filter>>, usize, usize) {
+fn pack_live(broad: bool, c: HotCandidates<'_>, slots: usize, limits: &ReqLimits) -> LivePack {
+    let HotCandidates { repos, roots, related } = c;
     let chunk = limits.max_values_per_filter.clamp(1, MAX_VALUES_PER_FILTER);
     let mut packer = Packer { limits, slots: slots.div_ceil(2), reqs: Vec::new(), size: 0 };
     if broad {
@@ -105,7 +111,8 @@ fn pack_live(
         }
         covered_repos += block.len();
     }
-    packer.slots = slots;
+    // A quarter of the slots is kept for related events, when there are any.
+    packer.slots = if related.is_empty() { slots } else { slots - slots / 4 };
     let mut covered_roots = 0;
     for block in roots.chunks(chunk) {
         let ids: Vec<String> = block.iter().map(hex::encode).collect();
@@ -114,18 +121,28 @@ fn pack_live(
         }
         covered_roots += block.len();
     }
-    (packer.reqs, covered_repos, covered_roots)
+    packer.slots = slots;
+    let mut covered_related = 0;
+    for block in related.chunks(chunk) {
+        let ids: Vec<String> = block.iter().map(hex::encode).collect();
+        if !packer.place_all(&with_lengths(live(&[related_filter(ids)]))) {
+            break;
+        }
+        covered_related += block.len();
+    }
+    LivePack { reqs: packer.reqs, repos: covered_repos, roots: covered_roots, related: covered_related }
 }
 
 /// Whether an event is about a relay's target: every announcement and GRASP server list (the policy
 /// decides whether it names this service); anything tagging one of
 /// its repositories (`a`, `A`, `q`) or root events (`e`, `E`, `q`); state (30618) of one of
-/// its repository identifiers.
+/// its repository identifiers; a deletion or reaction naming one of its related events (`e`).
 #[derive(Debug, Default)]
 pub(crate) struct Relevance {
     coords: HashSet<String>,
     ds: HashSet<String>,
     roots: HashSet<Id>,
+    related: HashSet<Id>,
 }
 
 impl Relevance {
@@ -134,6 +151,7 @@ impl Relevance {
             coords: t.repos.iter().map(|r| r.to_string()).collect(),
             ds: t.repos.iter().map(|r| r.d.clone()).collect(),
             roots: t.root_events.iter().copied().collect(),
+            related: t.related.iter().copied().collect(),
         }
     }
 
@@ -145,11 +163,14 @@ impl Relevance {
         if note.kind == KIND_ANNOUNCEMENT || note.kind == KIND_GRASP_LIST {
             return true;
         }
+        let about_related = RELATED_KINDS.contains(&note.kind);
         note.tags.iter().filter(|t| t.len() >= 2).any(|t| {
             let v = t[1].as_str();
             match t[0].as_str() {
                 "a" | "A" => self.coords.contains(v),
-                "e" | "E" => parse_hex32(v).is_some_and(|id| self.roots.contains(&id)),
+                "e" => parse_hex32(v)
+                    .is_some_and(|id| self.roots.contains(&id) || (about_related && self.related.contains(&id))),
+                "E" => parse_hex32(v).is_some_and(|id| self.roots.contains(&id)),
                 "q" => self.coords.contains(v) || parse_hex32(v).is_some_and(|id| self.roots.contains(&id)),
                 "d" => note.kind == KIND_STATE && self.ds.contains(v),
                 _ => false,
@@ -194,14 +215,32 @@ mod tests {
     #[test]
     fn the_hot_set_fits_its_slots_whatever_the_number_of_roots() {
         let limits = ReqLimits::default();
-        let (reqs, _, covered) = live_reqs(&[], &roots(100_000), 5, &limits);
+        let many = roots(100_000);
+        let pack = live_reqs(HotCandidates { roots: &many, ..Default::default() }, 5, &limits);
+        let (reqs, covered) = (pack.reqs, pack.roots);
         assert!(reqs.len() <= 5);
         assert!(reqs.iter().all(|r| req_frame_bytes(r) <= 60_000));
         assert!(covered > 500 && covered < 100_000, "{covered}");
         assert_eq!(reqs[0][..2], broad_filters()[..], "the broad filters come first");
-        let (reqs, _, covered) = live_reqs(&[], &roots(150), 5, &limits);
-        assert_eq!((reqs.len(), covered), (1, 150));
-        let (reqs, _, covered) = live_reqs(&[], &roots(10), 0, &limits);
-        assert_eq!((reqs.len(), covered), (1, 10), "one REQ carries broad and hot filters");
+        let few = roots(150);
+        let pack = live_reqs(HotCandidates { roots: &few, ..Default::default() }, 5, &limits);
+        assert_eq!((pack.reqs.len(), pack.roots), (1, 150));
+        let few = roots(10);
+        let pack = live_reqs(HotCandidates { roots: &few, ..Default::default() }, 0, &limits);
+        assert_eq!((pack.reqs.len(), pack.roots), (1, 10), "one REQ carries broad and hot filters");
+    }
+
+    #[test]
+    fn related_events_keep_a_share_of_the_hot_set_beside_many_roots() {
+        let limits = ReqLimits::default();
+        let (many_roots, many_related) = (roots(100_000), roots(200_000)[100_000..].to_vec());
+        let c = HotCandidates { repos: &[], roots: &many_roots, related: &many_related };
+        let pack = live_reqs(c, 5, &limits);
+        assert!(pack.reqs.len() <= 5);
+        assert!(pack.reqs.iter().all(|r| req_frame_bytes(r) <= 60_000 && r.len() <= 200));
+        assert!(pack.roots > 500 && pack.related > 500, "{} roots, {} related", pack.roots, pack.related);
+        assert!(pack.related < many_related.len(), "the cold rest is left to the sweep");
+        let related: Vec<&Filter> = pack.reqs.iter().flatten().filter(|f| f.kinds.contains(&5)).collect();
+        assert!(related.iter().all(|f| f.kinds == [5, 7].into() && f.tags.keys().eq([&'e']) && f.limit == Some(0)));
     }
 }

@@ -298,15 +298,16 @@ impl Planner {
             return;
         }
         let chunk = self.ctx.settings.filter_chunk.clamp(1, layers::MAX_VALUES_PER_FILTER);
-        let (mut l1, mut l2, mut l3) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut l1, mut l2, mut l3, mut l4) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for item in items {
             match item {
                 Item::Announcements => l1.push(item),
                 Item::Repo(_) => l2.push(item),
                 Item::Root(_) => l3.push(item),
+                Item::Related(_) => l4.push(item),
             }
         }
-        for layer in [l1, l2, l3] {
+        for layer in [l1, l2, l3, l4] {
             for part in layer.chunks(chunk) {
                 self.start_batch(part.to_vec(), since, sweep);
             }

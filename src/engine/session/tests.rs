@@ -137,7 +137,37 @@ fn run(p: &mut Planner, relay: &mut ModelRelay, budget: usize) -> Vec<Note> {
     delivered
 }
 
+/// Related event `i`: an accepted comment (the relay only holds its deletion).
+fn related_id(i: usize) -> Id {
+    let mut id = [0x5e; 32];
+    id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    id
+}
+
 fn world(repos: usize, roots: usize) -> (RelayTarget, Vec<Note>) {
+    world_with_related(repos, roots, 0)
+}
+
+/// [`world`] plus `related` related events, each deleted on the relay (and one in ten reacted
+/// to).
+fn world_with_related(repos: usize, roots: usize, related: usize) -> (RelayTarget, Vec<Note>) {
+    let mut target = RelayTarget::default();
+    let mut events = Vec::new();
+    for i in 0..related {
+        let id = hex::encode(related_id(i));
+        target.related.insert(related_id(i));
+        events.push(note(5, 3_000 + i as u64, vec![t("e", &id), t("k", "1111")], ""));
+        if i % 10 == 0 {
+            events.push(note(7, 3_000 + i as u64, vec![t("e", &id), t("k", "1111")], "+"));
+        }
+    }
+    let (base, more) = world_base(repos, roots);
+    target.extend(&base);
+    events.extend(more);
+    (target, events)
+}
+
+fn world_base(repos: usize, roots: usize) -> (RelayTarget, Vec<Note>) {
     let mut target = RelayTarget::default();
     let mut events = Vec::new();
     for i in 0..repos {
@@ -157,10 +187,11 @@ proptest! {
     fn history_completes_within_budget_and_frames_and_failures_are_never_confirmed(
         repos in 0usize..30,
         roots in 0usize..1_200,
+        related in 0usize..2_500,
         budget in 2usize..20,
         poison in proptest::collection::btree_set(0usize..1_200, 0..4),
     ) {
-        let (target, events) = world(repos, roots);
+        let (target, events) = world_with_related(repos, roots, related);
         let poisoned: BTreeSet<usize> = poison.into_iter().filter(|i| *i < roots).collect();
         let mut relay = ModelRelay {
             events: events.clone(),
@@ -197,7 +228,8 @@ fn live_coverage_is_bounded_whatever_the_target_size() {
         id[..4].copy_from_slice(&i.to_be_bytes());
         id
     });
-    let target = RelayTarget { repos: (0..2_000).map(coord).collect(), root_events: roots.collect() };
+    let target =
+        RelayTarget { repos: (0..2_000).map(coord).collect(), root_events: roots.collect(), ..Default::default() };
     let (mut p, _) = planner(15, settings());
     p.start(ConnectStrategy::FreshStart, &target, Instant::now()).unwrap();
     let sent: Vec<ClientMsg> =
@@ -209,6 +241,42 @@ fn live_coverage_is_bounded_whatever_the_target_size() {
     assert!(sent.len() <= 15, "{} subscriptions opened at once", sent.len());
     assert!(sent.iter().all(|m| m.encode().len() <= MAX_CLIENT_FRAME));
     assert!(p.hot_items.len() > 100 && p.hot_items.len() < 32_000);
+}
+
+#[test]
+fn live_coverage_stays_bounded_with_many_related_events_and_keeps_a_share_for_them() {
+    let roots = (0..30_000u32).map(|i| {
+        let mut id = [7u8; 32];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        id
+    });
+    let related: BTreeSet<Id> = (0..100_000).map(related_id).collect();
+    let target = RelayTarget { repos: (0..2_000).map(coord).collect(), root_events: roots.collect(), related };
+    for budget in [2, 4, 15, 20, 200] {
+        let (mut p, _) = planner(budget, settings());
+        p.start(ConnectStrategy::FreshStart, &target, Instant::now()).unwrap();
+        let sent: Vec<ClientMsg> =
+            p.take_actions().into_iter().filter_map(|a| if let Action::Send(m) = a { Some(m) } else { None }).collect();
+        let live: Vec<&Vec<crate::wire::Filter>> = sent
+            .iter()
+            .filter_map(|m| match m {
+                ClientMsg::Req { filters, .. } if filters.iter().all(|f| f.limit == Some(0)) => Some(filters),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(live.len(), super::live::live_slots(budget), "budget {budget}");
+        assert!(sent.len() <= budget, "{} subscriptions opened at once, budget {budget}", sent.len());
+        assert!(sent.iter().all(|m| m.encode().len() <= MAX_CLIENT_FRAME));
+        let hot_related = p.hot_items.iter().filter(|i| matches!(i, Item::Related(_))).count();
+        if budget >= 15 {
+            assert!(hot_related >= 100, "budget {budget}: {hot_related} related events live");
+        }
+        assert!(hot_related < 100_000, "the cold rest is swept, not named live");
+        // Every related event is in some historic batch: none is left out of history.
+        let historic: usize =
+            p.batches.values().flat_map(|b| &b.items).filter(|i| matches!(i, Item::Related(_))).count();
+        assert_eq!(historic, 100_000);
+    }
 }
 
 fn live_sub(p: &mut Planner) -> String {

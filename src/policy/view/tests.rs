@@ -130,24 +130,6 @@ fn a_grasp_server_list_that_names_this_service_is_accepted() {
 }
 
 #[test]
-fn an_event_the_host_refused_is_forgotten_with_what_stood_on_it() {
-    let p = policy();
-    let mut v = AcceptedSet::new();
-    p.decide_and_record(&mut v, &ann(1, "r", &[S], &[], &[], 10));
-    p.decide_and_record(&mut v, &event(50, 7, KIND_ISSUE, 11, vec![repo(1, "r")], vec![]));
-    p.decide_and_record(&mut v, &event(51, 8, 1111, 12, vec![], vec![[50; 32]]));
-    let change = v.forget(&[50; 32]);
-    assert!(change.recomputed || change.removed.contains(&[50; 32]));
-    assert!(!v.has_event(&[50; 32]) && !v.has_event(&[51; 32]));
-    // Offered again later (the host stores it this time), it counts again, with its reply.
-    assert!(p.decide_and_record(&mut v, &event(50, 7, KIND_ISSUE, 11, vec![repo(1, "r")], vec![])).is_accept());
-    assert!(v.has_event(&[51; 32]), "the reply the view still holds is accepted again");
-    // Forgetting the announcement forgets the repository.
-    v.forget(&ann(1, "r", &[S], &[], &[], 10).id);
-    assert!(!v.has_repo(&repo(1, "r")) && !v.has_event(&[50; 32]));
-}
-
-#[test]
 fn deleting_a_repository_nobody_wrote_to_does_not_recompute_everything() {
     let p = policy();
     let mut v = AcceptedSet::new();
