@@ -121,6 +121,8 @@ pub(crate) struct Planner {
     pub(super) cooldown_until: Option<Instant>,
     pub(super) degraded_until: Option<Instant>,
     pub(super) syncing: bool,
+    /// A historic round has completed on this connection (the relay was connected once).
+    pub(super) round_done: bool,
     pub(super) current: BTreeSet<Item>,
     pub(super) relevance: Relevance,
     pub(super) abuse: Budget,
@@ -185,6 +187,7 @@ impl Planner {
             cooldown_until: None,
             degraded_until,
             syncing: false,
+            round_done: false,
             current: BTreeSet::new(),
             relevance: Relevance::default(),
             abuse: Budget::new(limits, now),
@@ -283,13 +286,18 @@ impl Planner {
         self.awaiting_roots.retain(|id, _| !target.root_events.contains(id));
         let current = &self.current;
         self.mem.confirmed.retain(|i| current.contains(i));
-        let new: Vec<Item> = self
+        let (related, new): (Vec<Item>, Vec<Item>) = self
             .current
             .iter()
             .filter(|i| !self.pending.contains(*i) && !self.mem.confirmed.contains(*i) && !self.mem.failed.contains(*i))
             .cloned()
-            .collect();
+            .partition(|i| self.round_done && matches!(i, Item::Related(_)));
         self.start_items(new, None, false);
+        // An event accepted while the relay is live (a new comment) is named by the hot set from
+        // now on; the history of its deletions and reactions is looked up in the background, as
+        // a sweep: the relay stays connected, and only a failure brings it back to syncing.
+        self.mem.confirmed.extend(related.iter().cloned());
+        self.start_items(related, None, true);
     }
 
     /// Historic batches of `items`, one per layer chunk.
@@ -470,6 +478,7 @@ impl Planner {
             return;
         }
         self.syncing = false;
+        self.round_done = true;
         if self.batches.is_empty() {
             // Ids asked for in this round arrived or failed with their batch: forget them.
             self.requested = HashSet::new();

@@ -459,3 +459,29 @@ fn a_relay_that_keeps_closing_live_subscriptions_gets_them_back_only_after_a_pau
     p.on_tick(t0 + Duration::from_secs(70)).unwrap();
     assert_eq!(p.live_subs.len(), p.live_plan.len(), "live coverage comes back after the pause");
 }
+
+#[test]
+fn an_event_accepted_while_connected_is_looked_up_in_the_background_and_the_relay_stays_connected() {
+    let (mut target, events) = world_with_related(2, 20, 5);
+    let mut relay = ModelRelay { events, poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
+    let (mut p, status) = planner(15, settings());
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    run(&mut p, &mut relay, 15);
+    let url = p.ctx.url.clone();
+    let before = status.relay(&url).unwrap();
+    assert_eq!(before.status, crate::status::RelayStatus::Connected);
+    // A comment accepted now, whose deletion the relay already holds.
+    let id = related_id(99);
+    let deletion = note(5, 4_000, vec![t("e", &hex::encode(id)), t("k", "1111")], "");
+    relay.events.push(deletion.clone());
+    target.related.insert(id);
+    p.on_target(&target, t0).unwrap();
+    assert!(p.mem.confirmed.contains(&Item::Related(id)), "named live at once");
+    let r = status.relay(&url).unwrap();
+    assert_eq!(r.status, crate::status::RelayStatus::Connected, "no new historic round");
+    assert_eq!((r.historic_done, r.historic_total), (before.historic_done, before.historic_total));
+    let delivered = run(&mut p, &mut relay, 15);
+    assert!(delivered.iter().any(|n| n.id == deletion.id), "its deletion found in the background");
+    assert_eq!(status.relay(&url).unwrap().status, crate::status::RelayStatus::Connected);
+}
