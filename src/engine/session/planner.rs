@@ -478,13 +478,7 @@ impl Planner {
             return;
         }
         self.syncing = false;
-        if !self.round_done {
-            // The first round brought the roots into the host: rank the hot set again by what
-            // the host now holds (during the round, roots it did not hold yet all ranked newest).
-            self.round_done = true;
-            self.live_dirty = true;
-            self.live_built_at = None;
-        }
+        self.round_done = true;
         if self.batches.is_empty() {
             // Ids asked for in this round arrived or failed with their batch: forget them.
             self.requested = HashSet::new();
