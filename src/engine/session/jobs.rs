@@ -145,7 +145,19 @@ impl Planner {
                 break;
             }
         }
+        // Surplus REQs (their items moved into the plan's REQs) close only once every REQ of the
+        // plan has its EOSE: a relay registers a replaced or new REQ from that moment on (with
+        // `limit: 0`), so closing first would lose what is stored in between.
+        let plan_ready = self
+            .live_subs
+            .iter()
+            .take(self.live_plan.len())
+            .all(|id| matches!(self.subs.get(id).map(|s| &s.kind), Some(SubKind::Live { ready: true, .. })));
         while self.live_subs.len() > self.live_plan.len() {
+            if !plan_ready {
+                done = false;
+                break;
+            }
             let id = self.live_subs.pop().expect("non-empty");
             self.subs.remove(&id);
             self.emit(ClientMsg::Close(id));

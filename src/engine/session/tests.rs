@@ -485,3 +485,35 @@ fn an_event_accepted_while_connected_is_looked_up_in_the_background_and_the_rela
     assert!(delivered.iter().any(|n| n.id == deletion.id), "its deletion found in the background");
     assert_eq!(status.relay(&url).unwrap().status, crate::status::RelayStatus::Connected);
 }
+
+#[test]
+fn a_repack_closes_the_reqs_it_empties_only_after_the_replacing_reqs_are_registered() {
+    // Few roots: everything fits one live REQ; a new root first gets a REQ of its own.
+    let (mut target, _) = world(2, 5);
+    let s = SyncSettings { consolidation_interval: Duration::from_secs(60), ..settings() };
+    let (mut p, _) = planner(15, s);
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    let first = live_sub(&mut p);
+    p.on_msg(RelayMsg::Eose(first.clone()), t0).unwrap();
+    let new_root = note(1621, 9_000, vec![t("a", &coord(0).to_string())], "new").check().unwrap();
+    target.root_events.insert(new_root);
+    p.on_target(&target, t0).unwrap();
+    assert_eq!(p.live_subs.len(), 2, "the new root is live in a REQ of its own");
+    let own = p.live_subs[1].clone();
+    p.on_msg(RelayMsg::Eose(own.clone()), t0).unwrap();
+    p.take_actions();
+    // After the interval, another change repacks: both new roots move into the first REQ.
+    let later = t0 + Duration::from_secs(61);
+    target.root_events.insert(note(1621, 9_001, vec![t("a", &coord(1).to_string())], "newer").check().unwrap());
+    p.on_target(&target, later).unwrap();
+    let sent = p.take_actions();
+    let resent = sent.iter().any(|a| matches!(a, Action::Send(ClientMsg::Req { sub, .. }) if *sub == first));
+    let closed = |acts: &[Action]| acts.iter().any(|a| matches!(a, Action::Send(ClientMsg::Close(s)) if *s == own));
+    assert!(resent, "the first REQ carries the new root now");
+    assert!(!closed(&sent), "the emptied REQ stays open until the replacement is registered");
+    assert!(p.subs.contains_key(&own));
+    p.on_msg(RelayMsg::Eose(first.clone()), later).unwrap();
+    assert!(closed(&p.take_actions()), "closed once the replacing REQ has its EOSE");
+    assert_eq!(p.live_subs, vec![first]);
+}
