@@ -74,6 +74,19 @@ fn start_daemon(grasp: &std::path::Path, config: &std::path::Path) -> std::io::R
     cmd.spawn()
 }
 
+/// Seconds from `t` until `/status` shows history complete, and that status; `None` after 600 s.
+async fn until_history_complete(addr: std::net::SocketAddr, t: Instant) -> Option<(f64, grasp_sync::metrics::Status)> {
+    while t.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Ok(s) = grasp_sync::metrics::fetch_status(addr).await {
+            if history_complete(&s) {
+                return Some((t.elapsed().as_secs_f64(), s));
+            }
+        }
+    }
+    None
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let live = !std::env::args().any(|a| a == "--no-live");
@@ -226,15 +239,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::remove_dir_all(&state_dir)?;
     let t = Instant::now();
     let mut daemon = start_daemon(&grasp, &config)?;
-    let mut resync = None;
-    while resync.is_none() && t.elapsed() < Duration::from_secs(600) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if let Ok(s) = grasp_sync::metrics::fetch_status(metrics_addr).await {
-            if history_complete(&s) {
-                resync = Some((t.elapsed().as_secs_f64(), s));
-            }
-        }
-    }
+    let resync = until_history_complete(metrics_addr, t).await;
     let strfry_resync = strfry_sync("re-sync")?;
     let report_resync = |what: &str, resync: Option<(f64, grasp_sync::metrics::Status)>| {
         if let Some((secs, s)) = resync {
@@ -254,15 +259,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     terminate(&mut daemon);
     let t = Instant::now();
     let mut daemon = start_daemon(&grasp, &config)?;
-    let mut resync = None;
-    while resync.is_none() && t.elapsed() < Duration::from_secs(600) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if let Ok(s) = grasp_sync::metrics::fetch_status(metrics_addr).await {
-            if history_complete(&s) {
-                resync = Some((t.elapsed().as_secs_f64(), s));
-            }
-        }
-    }
+    let resync = until_history_complete(metrics_addr, t).await;
     report_resync("clean restart (state kept)", resync);
     if !live {
         terminate(&mut daemon);

@@ -72,14 +72,14 @@ pub(crate) fn decode_confirmed(s: &str) -> Option<HashSet<u64>> {
 
 /// Ranks events (roots, related events) newest first by their `created_at` in the local store;
 /// events the store does not hold yet count as the newest.
-pub(crate) fn rank_newest(store: &dyn LocalStore, roots: &BTreeSet<Id>) -> Vec<Id> {
+pub(crate) fn rank_newest(store: &dyn LocalStore, roots: &[Id]) -> Vec<Id> {
     if roots.is_empty() {
         return Vec::new();
     }
     let filter = Filter { ids: roots.iter().map(hex::encode).collect(), ..Default::default() };
     let known: HashMap<Id, u64> =
         store.negentropy_items(&filter).unwrap_or_default().into_iter().map(|(t, id)| (id, t)).collect();
-    let mut ranked: Vec<Id> = roots.iter().copied().collect();
+    let mut ranked = roots.to_vec();
     ranked.sort_by_key(|id| std::cmp::Reverse(known.get(id).copied().unwrap_or(u64::MAX)));
     ranked
 }

@@ -7,6 +7,7 @@ use super::items::{rank_newest, req_limits};
 use super::live::{self, extra_reqs, live_reqs, HotCandidates};
 use super::planner::{Job, JobKind, Planner, Sub, SubKind};
 use crate::engine::relay_task::Item;
+use crate::policy::{Id, RepoCoord};
 use crate::remote::negentropy::{frame_limit_for, NegSession};
 use crate::wire::conn::MAX_NEG_FRAME;
 use crate::wire::paginate::Paginator;
@@ -192,11 +193,7 @@ impl Planner {
         self.live_shrunk = false;
         self.live_dirty = false;
         self.live_built_at = Some(self.now);
-        let repos: Vec<_> =
-            self.current.iter().filter_map(|i| if let Item::Repo(c) = i { Some(c.clone()) } else { None }).collect();
-        let roots = self.current.iter().filter_map(|i| if let Item::Root(id) = i { Some(*id) } else { None }).collect();
-        let related =
-            self.current.iter().filter_map(|i| if let Item::Related(id) = i { Some(*id) } else { None }).collect();
+        let (repos, roots, related) = by_layer(self.current.iter());
         let ranked = rank_newest(self.ctx.store.as_ref(), &roots);
         let ranked_related = rank_newest(self.ctx.store.as_ref(), &related);
         let slots = live::live_slots(self.mem.budget);
@@ -226,24 +223,7 @@ impl Planner {
             self.live_extend_scans += 1;
         }
         let hot = &self.hot_items;
-        let repos: Vec<_> = self
-            .current
-            .iter()
-            .filter(|i| !hot.contains(*i))
-            .filter_map(|i| if let Item::Repo(c) = i { Some(c.clone()) } else { None })
-            .collect();
-        let roots: Vec<_> = self
-            .current
-            .iter()
-            .filter(|i| !hot.contains(*i))
-            .filter_map(|i| if let Item::Root(id) = i { Some(*id) } else { None })
-            .collect();
-        let related: Vec<_> = self
-            .current
-            .iter()
-            .filter(|i| !hot.contains(*i))
-            .filter_map(|i| if let Item::Related(id) = i { Some(*id) } else { None })
-            .collect();
+        let (repos, roots, related) = by_layer(self.current.iter().filter(|i| !hot.contains(*i)));
         if repos.is_empty() && roots.is_empty() && related.is_empty() {
             return true;
         }
@@ -309,4 +289,18 @@ impl Planner {
         let items: Vec<Item> = self.mem.confirmed.iter().cloned().collect();
         self.start_items(items, Some(since), true);
     }
+}
+
+/// The repositories, root events and related events among `items`, in their order (one pass).
+fn by_layer<'a>(items: impl Iterator<Item = &'a Item>) -> (Vec<RepoCoord>, Vec<Id>, Vec<Id>) {
+    let (mut repos, mut roots, mut related) = (Vec::new(), Vec::new(), Vec::new());
+    for item in items {
+        match item {
+            Item::Repo(c) => repos.push(c.clone()),
+            Item::Root(id) => roots.push(*id),
+            Item::Related(id) => related.push(*id),
+            Item::Announcements => {}
+        }
+    }
+    (repos, roots, related)
 }
