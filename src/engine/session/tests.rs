@@ -517,3 +517,45 @@ fn a_repack_closes_the_reqs_it_empties_only_after_the_replacing_reqs_are_registe
     assert!(closed(&p.take_actions()), "closed once the replacing REQ has its EOSE");
     assert_eq!(p.live_subs, vec![first]);
 }
+
+#[test]
+fn reqs_that_extend_or_replace_an_established_live_set_reach_back_instead_of_limit_zero() {
+    let (mut target, _) = world(2, 5);
+    let s = SyncSettings { consolidation_interval: Duration::from_secs(60), ..settings() };
+    let (mut p, _) = planner(15, s);
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    let reqs = |acts: &[Action]| -> Vec<(String, Vec<crate::wire::Filter>)> {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Send(ClientMsg::Req { sub, filters }) if sub.contains("live") => {
+                    Some((sub.clone(), filters.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let first = reqs(&p.take_actions());
+    assert!(!first.is_empty());
+    assert!(
+        first.iter().flat_map(|(_, f)| f).all(|f| f.limit == Some(0) && f.since.is_none()),
+        "the first live set asks only for new events: history covers the past"
+    );
+    p.on_msg(RelayMsg::Eose(first[0].0.clone()), t0).unwrap();
+    // A new root gets a REQ of its own; after the interval another one repacks the set.
+    let before = crate::wire::unix_now();
+    target.root_events.insert(note(1621, 9_000, vec![t("a", &coord(0).to_string())], "new").check().unwrap());
+    p.on_target(&target, t0).unwrap();
+    let own = reqs(&p.take_actions());
+    target.root_events.insert(note(1621, 9_001, vec![t("a", &coord(1).to_string())], "newer").check().unwrap());
+    p.on_target(&target, t0 + Duration::from_secs(61)).unwrap();
+    let repack = reqs(&p.take_actions());
+    for (what, sent) in [("the extension", &own), ("the repack", &repack)] {
+        assert!(!sent.is_empty(), "{what} sent a REQ");
+        for f in sent.iter().flat_map(|(_, f)| f) {
+            assert_eq!(f.limit, None, "{what}");
+            let since = f.since.expect("a since");
+            assert!(since + super::jobs::LIVE_OVERLAP_SECS >= before && since <= crate::wire::unix_now(), "{what}");
+        }
+    }
+}
