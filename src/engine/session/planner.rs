@@ -121,8 +121,9 @@ pub(crate) struct Planner {
     pub(super) cooldown_until: Option<Instant>,
     pub(super) degraded_until: Option<Instant>,
     pub(super) syncing: bool,
-    /// A historic round has completed on this connection (the relay was connected once).
-    pub(super) round_done: bool,
+    /// Related items (L4) not looked up yet on this relay: the next sweep asks for their whole
+    /// history.
+    pub(super) related_due: BTreeSet<Item>,
     pub(super) current: BTreeSet<Item>,
     pub(super) relevance: Relevance,
     pub(super) abuse: Budget,
@@ -190,7 +191,7 @@ impl Planner {
             cooldown_until: None,
             degraded_until,
             syncing: false,
-            round_done: false,
+            related_due: BTreeSet::new(),
             current: BTreeSet::new(),
             relevance: Relevance::default(),
             abuse: Budget::new(limits, now),
@@ -290,18 +291,25 @@ impl Planner {
         self.awaiting_roots.retain(|id, _| !target.root_events.contains(id));
         let current = &self.current;
         self.mem.confirmed.retain(|i| current.contains(i));
+        self.related_due.retain(|i| current.contains(i));
         let (related, new): (Vec<Item>, Vec<Item>) = self
             .current
             .iter()
-            .filter(|i| !self.pending.contains(*i) && !self.mem.confirmed.contains(*i) && !self.mem.failed.contains(*i))
+            .filter(|i| {
+                !self.pending.contains(*i)
+                    && !self.mem.confirmed.contains(*i)
+                    && !self.mem.failed.contains(*i)
+                    && !self.related_due.contains(*i)
+            })
             .cloned()
-            .partition(|i| self.round_done && matches!(i, Item::Related(_)));
+            .partition(|i| matches!(i, Item::Related(_)));
         self.start_items(new, None, false);
-        // An event accepted while the relay is live (a new comment) is named by the hot set from
-        // now on; the history of its deletions and reactions is looked up in the background, as
-        // a sweep: the relay stays connected, and only a failure brings it back to syncing.
-        self.mem.confirmed.extend(related.iter().cloned());
-        self.start_items(related, None, true);
+        // Deletions and reactions of accepted comments, status and PR updates (L4) are not part
+        // of a historic round: the hot set names the newest live, and the next sweep looks each
+        // one up in full, in the background (the relay stays connected; only a failure brings
+        // it back to syncing). A round that named them would make every (re)connection send
+        // every accepted comment's id.
+        self.related_due.extend(related);
     }
 
     /// Historic batches of `items`, one per layer chunk.
@@ -482,7 +490,6 @@ impl Planner {
             return;
         }
         self.syncing = false;
-        self.round_done = true;
         if self.batches.is_empty() {
             // Ids asked for in this round arrived or failed with their batch: forget them.
             self.requested = HashSet::new();
@@ -546,6 +553,9 @@ impl Planner {
         for item in b.items {
             self.mem.failed.remove(&item);
             if b.sweep {
+                if self.current.contains(&item) {
+                    self.mem.confirmed.insert(item);
+                }
                 continue;
             }
             self.pending.remove(&item);
