@@ -146,10 +146,8 @@ async fn five_new_roots_on_a_full_relay_cost_at_most_one_consolidation() {
     }
     eventually(30, "replies to the new roots held", || h.holds(&replies)).await;
     eventually(30, "the new roots are live by id", || h.report(&relay.url).consolidations > before).await;
-    // A live kind-7 reaction (only an `e` tag: no tier but the hot set names it) on a new root,
-    // published as soon as the rebuild is decided: whether the relay registers the replacing REQ
-    // before or after storing it, it arrives (the replacing REQ reaches back a minute).
-    let reaction = note(7, grasp_sync::wire::unix_now(), vec![vec!["e".into(), new_roots[4].id.clone()]], "+");
+    // A live kind-7 reaction (only an `e` tag: no tier but the hot set names it) on a new root.
+    let reaction = note(7, T0 + 9_100_000, vec![vec!["e".into(), new_roots[4].id.clone()]], "+");
     relay.publish(&reaction).await;
     eventually(20, "reaction on a new root held live", || h.holds(std::slice::from_ref(&reaction))).await;
     let r = h.report(&relay.url);

@@ -90,7 +90,6 @@ impl Planner {
             SubKind::Live { filters, .. } => {
                 s.kind = SubKind::Live { filters, prev: Vec::new(), ready: true };
                 self.subs.insert(sub, s);
-                self.live_established = true;
             }
             SubKind::Page { batch, mut pager, .. } => {
                 self.emit(ClientMsg::Close(sub));

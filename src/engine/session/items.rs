@@ -88,12 +88,3 @@ pub(crate) fn rank_newest(store: &dyn LocalStore, roots: &[Id]) -> Vec<Id> {
 pub(crate) fn req_limits(frame: usize) -> ReqLimits {
     ReqLimits { max_frame_bytes: frame, ..ReqLimits::default() }
 }
-
-/// Most bytes a filter grows by when a live REQ is sent with `since` instead of `limit: 0`.
-const SINCE_BYTES: usize = r#","since":18446744073709551615"#.len();
-
-/// REQ limits for live REQs: [`req_limits`] with room for every filter's `since`.
-pub(crate) fn live_req_limits(frame: usize) -> ReqLimits {
-    let r = req_limits(frame);
-    ReqLimits { max_frame_bytes: frame.saturating_sub(r.max_filters_per_req * SINCE_BYTES), ..r }
-}

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::items::{live_req_limits, rank_newest};
+use super::items::{rank_newest, req_limits};
 use super::live::{self, extra_reqs, live_reqs, HotCandidates};
 use super::planner::{Job, JobKind, Planner, Sub, SubKind};
 use crate::engine::relay_task::Item;
@@ -11,10 +11,7 @@ use crate::policy::{Id, RepoCoord};
 use crate::remote::negentropy::{frame_limit_for, NegSession};
 use crate::wire::conn::MAX_NEG_FRAME;
 use crate::wire::paginate::Paginator;
-use crate::wire::{unix_now, ClientMsg, Filter};
-
-/// How far back a REQ that replaces or extends an established live set reaches.
-pub(crate) const LIVE_OVERLAP_SECS: u64 = 60;
+use crate::wire::{ClientMsg, Filter};
 
 impl Planner {
     pub(super) fn start_job(&mut self, job: Job) {
@@ -99,22 +96,9 @@ impl Planner {
         self.queue.push_front(job);
     }
 
-    /// The filters of a live REQ as sent. Once the live set is established, a REQ that replaces
-    /// or extends it asks for what was stored in the last [`LIVE_OVERLAP_SECS`] instead of
-    /// `limit: 0`: a relay watches a REQ only from the moment it registers it, so an event stored
-    /// between our decision and that moment (or while a root moves from one REQ to another)
-    /// would otherwise be in no subscription. What arrives twice is dropped as a duplicate.
-    fn live_wire(&self, filters: &[Filter]) -> Vec<Filter> {
-        if !self.live_established {
-            return filters.to_vec();
-        }
-        let since = unix_now().saturating_sub(LIVE_OVERLAP_SECS);
-        filters.iter().map(|f| Filter { since: Some(since), limit: None, ..f.clone() }).collect()
-    }
-
     fn open_live(&mut self, filters: Vec<Filter>) -> Option<String> {
         let sub = self.sub_id("live");
-        if !self.emit(ClientMsg::Req { sub: sub.clone(), filters: self.live_wire(&filters) }) {
+        if !self.emit(ClientMsg::Req { sub: sub.clone(), filters: filters.clone() }) {
             return None;
         }
         let kind = SubKind::Live { filters, prev: Vec::new(), ready: false };
@@ -140,7 +124,7 @@ impl Planner {
                     continue;
                 }
                 let filters = self.live_plan[i].clone();
-                if !self.emit(ClientMsg::Req { sub: id.clone(), filters: self.live_wire(&filters) }) {
+                if !self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.clone() }) {
                     continue;
                 }
                 let sub = self.subs.get_mut(&id).expect("present");
@@ -163,9 +147,8 @@ impl Planner {
             }
         }
         // Surplus REQs (their items moved into the plan's REQs) close only once every REQ of the
-        // plan has its EOSE: a relay watches a replaced or new REQ from that moment on, so
-        // closing first would leave a gap (the overlap of `live_wire` covers it too, for events
-        // whose `created_at` is recent).
+        // plan has its EOSE: a relay registers a replaced or new REQ from that moment on (with
+        // `limit: 0`), so closing first would lose what is stored in between.
         let plan_ready = self
             .live_subs
             .iter()
@@ -215,7 +198,7 @@ impl Planner {
         let ranked_related = rank_newest(self.ctx.store.as_ref(), &related);
         let slots = live::live_slots(self.mem.budget);
         let c = HotCandidates { repos: &repos, roots: &ranked, related: &ranked_related };
-        let pack = live_reqs(c, slots, &live_req_limits(self.frame_limit()));
+        let pack = live_reqs(c, slots, &req_limits(self.frame_limit()));
         let reqs = pack.reqs;
         let mut hot: std::collections::BTreeSet<Item> = repos.into_iter().take(pack.repos).map(Item::Repo).collect();
         hot.extend(ranked.into_iter().take(pack.roots).map(Item::Root));
@@ -249,7 +232,7 @@ impl Planner {
             return false;
         }
         let c = HotCandidates { repos: &repos, roots: &roots, related: &related };
-        let pack = extra_reqs(c, free, &live_req_limits(self.frame_limit()));
+        let pack = extra_reqs(c, free, &req_limits(self.frame_limit()));
         let all = pack.repos == repos.len() && pack.roots == roots.len() && pack.related == related.len();
         self.hot_items.extend(repos.into_iter().take(pack.repos).map(Item::Repo));
         self.hot_items.extend(roots.into_iter().take(pack.roots).map(Item::Root));

@@ -144,9 +144,6 @@ pub(crate) struct Planner {
     /// Items left the target since the live set was built (their filters are stale).
     pub(super) live_shrunk: bool,
     pub(super) live_built_at: Option<Instant>,
-    /// A live subscription of this connection has had its EOSE: REQs sent from then on to
-    /// replace or extend the live set reach back [`super::jobs::LIVE_OVERLAP_SECS`].
-    pub(super) live_established: bool,
     /// Bumped whenever the target's items change.
     pub(super) target_generation: u64,
     /// `(free live slots, target generation)` when the target was last scanned for items to add
@@ -206,7 +203,6 @@ impl Planner {
             last_catch_up: None,
             live_shrunk: false,
             live_built_at: None,
-            live_established: false,
             target_generation: 0,
             live_extend_tried: None,
             #[cfg(test)]
