@@ -124,6 +124,8 @@ pub(crate) struct Planner {
     /// Related items (L4) not looked up yet on this relay: the next sweep asks for their whole
     /// history.
     pub(super) related_due: BTreeSet<Item>,
+    /// The hot set was ranked again after this connection's first round.
+    pub(super) reranked: bool,
     pub(super) current: BTreeSet<Item>,
     pub(super) relevance: Relevance,
     pub(super) abuse: Budget,
@@ -144,6 +146,8 @@ pub(crate) struct Planner {
     /// Items left the target since the live set was built (their filters are stale).
     pub(super) live_shrunk: bool,
     pub(super) live_built_at: Option<Instant>,
+    /// The next live rebuild is the ranking after the first round (see `maybe_finish`).
+    pub(super) live_rerank: bool,
     /// Bumped whenever the target's items change.
     pub(super) target_generation: u64,
     /// `(free live slots, target generation)` when the target was last scanned for items to add
@@ -189,6 +193,7 @@ impl Planner {
             degraded_until,
             syncing: false,
             related_due: BTreeSet::new(),
+            reranked: false,
             current: BTreeSet::new(),
             relevance: Relevance::default(),
             abuse: Budget::new(limits, now),
@@ -203,6 +208,7 @@ impl Planner {
             last_catch_up: None,
             live_shrunk: false,
             live_built_at: None,
+            live_rerank: false,
             target_generation: 0,
             live_extend_tried: None,
             #[cfg(test)]
@@ -486,6 +492,14 @@ impl Planner {
             return;
         }
         self.syncing = false;
+        if !self.reranked {
+            // The first round brought the roots into the host: rank the hot set again by what
+            // the host now holds (during the round, roots it did not hold yet all ranked newest).
+            // Not a consolidation: it does not wait for the interval.
+            self.reranked = true;
+            self.live_dirty = true;
+            self.live_rerank = true;
+        }
         if self.batches.is_empty() {
             // Ids asked for in this round arrived or failed with their batch: forget them.
             self.requested = HashSet::new();

@@ -531,3 +531,25 @@ fn a_repack_closes_the_reqs_it_empties_only_after_the_replacing_reqs_are_registe
     assert!(closed(&p.take_actions()), "closed once the replacing REQ has its EOSE");
     assert_eq!(p.live_subs, vec![first]);
 }
+
+#[test]
+fn after_the_first_round_the_hot_set_is_the_newest_roots_the_host_now_holds() {
+    let (target, events) = world(50, 5_000);
+    let mut relay = ModelRelay { events, poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
+    // The host holds no root when the session starts (a first sync): all rank alike.
+    let store = Arc::new(MemoryStore::new());
+    let (mut p, status) = planner_with(15, settings(), store.clone());
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    // History brings them (the daemon writes them to the host meanwhile).
+    for i in 0..5_000 {
+        store.insert(root(i));
+    }
+    run(&mut p, &mut relay, 15);
+    assert_eq!(status.relay(&p.ctx.url).unwrap().status, crate::status::RelayStatus::Connected);
+    p.on_tick(t0 + Duration::from_millis(50)).unwrap();
+    let newest: Vec<Item> = (4_900..5_000).map(|i| Item::Root(root_id(i))).collect();
+    assert!(newest.iter().all(|i| p.hot_items.contains(i)), "the 100 newest roots are live by id");
+    assert!(!p.hot_items.contains(&Item::Root(root_id(0))), "the oldest root is left to the sweep");
+    assert_eq!(status.relay(&p.ctx.url).unwrap().consolidations, 0, "not counted as a consolidation");
+}
