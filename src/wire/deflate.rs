@@ -14,7 +14,9 @@
 //!   that makes it smaller: an uncompressed message is always allowed). Control frames pass
 //!   untouched.
 //! - `server_no_context_takeover` / `client_no_context_takeover` reset the inflater / deflater
-//!   after each message. A `client_max_window_bits` below 15 (never offered, so never expected)
+//!   after each message; without client context takeover (strfry's answer) the deflater, a few
+//!   hundred kilobytes, exists only while a message is compressed, so idle connections do not
+//!   keep one each. A `client_max_window_bits` below 15 (never offered, so never expected)
 //!   turns outgoing compression off. An unknown parameter fails the handshake.
 //!
 //! Byte counts: each compressed message is counted in [`WireCounters`]' `deflated_*` fields once
@@ -202,7 +204,8 @@ enum Mode {
 struct Codec {
     agreed: Agreed,
     inflater: Decompress,
-    deflater: Compress,
+    /// Kept between messages only with client context takeover.
+    deflater: Option<Compress>,
     /// A compressed message being collected: its opcode and payload so far.
     collecting: Option<(u8, Vec<u8>)>,
     /// An uncompressed fragmented message is passing through.
@@ -281,7 +284,7 @@ impl<S> Deflate<S> {
                 Some(agreed) => Mode::Deflate(Box::new(Codec {
                     agreed,
                     inflater: Decompress::new(false),
-                    deflater: Compress::new(Compression::default(), false),
+                    deflater: None,
                     collecting: None,
                     plain_fragments: false,
                 })),
@@ -368,9 +371,11 @@ impl<S> Deflate<S> {
                 (true, Some(key)) => {
                     let mut payload = frame[h.len..].to_vec();
                     unmask(&mut payload, key);
-                    let packed = deflate_message(&mut codec.deflater, &payload)?;
+                    let deflater =
+                        codec.deflater.get_or_insert_with(|| Compress::new(Compression::default(), false));
+                    let packed = deflate_message(deflater, &payload)?;
                     if codec.agreed.client_no_context_takeover {
-                        codec.deflater.reset();
+                        codec.deflater = None;
                     }
                     // Without context takeover a message that does not shrink goes as it is;
                     // with it, the deflater's window now holds the message and the relay's
