@@ -28,6 +28,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("sync.quick_reconnect_secs", "900"),
     ("sync.max_subscriptions_per_relay", "15"),
     ("sync.max_relays", "1000"),
+    ("sync.sweep_interval_secs", "3600"),
     ("policy.require_clone", "false"),
     ("rejected.hold_secs", "900"),
     ("rejected.max_held", "10000"),
@@ -89,6 +90,7 @@ pub struct SyncConfig {
     pub quick_reconnect_secs: u64,
     pub max_subscriptions_per_relay: usize,
     pub max_relays: usize,
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -102,6 +104,7 @@ impl Default for SyncConfig {
             quick_reconnect_secs: 900,
             max_subscriptions_per_relay: 15,
             max_relays: 1000,
+            sweep_interval_secs: 3600,
         }
     }
 }
@@ -249,6 +252,9 @@ impl Config {
         if s.max_relays == 0 {
             return Err(invalid("sync.max_relays", "must be at least 1"));
         }
+        if s.sweep_interval_secs == 0 {
+            return Err(invalid("sync.sweep_interval_secs", "must be at least 1"));
+        }
         if self.rejected.max_held == 0 {
             return Err(invalid("rejected.max_held", "must be at least 1"));
         }
@@ -283,9 +289,11 @@ fn check_value(key: &str, value: toml::Value) -> Result<(), ConfigError> {
         "sync.allow_private_addresses" | "sync.negentropy" | "policy.require_clone" => {
             bool::deserialize(value).map(drop).map_err(msg)
         }
-        "sync.base_backoff_secs" | "sync.max_backoff_secs" | "sync.quick_reconnect_secs" | "rejected.hold_secs" => {
-            u64::deserialize(value).map(drop).map_err(msg)
-        }
+        "sync.base_backoff_secs"
+        | "sync.max_backoff_secs"
+        | "sync.quick_reconnect_secs"
+        | "sync.sweep_interval_secs"
+        | "rejected.hold_secs" => u64::deserialize(value).map(drop).map_err(msg),
         "sync.max_subscriptions_per_relay"
         | "sync.max_relays"
         | "host.ingest_queue"

@@ -179,8 +179,11 @@ async fn deletions_and_reactions_of_accepted_comments_reach_the_host_from_histor
 
     let state = tempfile::tempdir().unwrap();
     let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let daemon = start_daemon(&config(S, &host.url, None, state.path(), metrics));
-    // History brings what happened before.
+    // Deletions and reactions of accepted comments are the sweep's: every 2 s here.
+    let cfg =
+        config(S, &host.url, None, state.path(), metrics).replace("[sync]\n", "[sync]\nsweep_interval_secs = 2\n");
+    let daemon = start_daemon(&cfg);
+    // The first sweep brings what happened before.
     until_host_holds(&host.url, &[&old_deletion, &old_reaction], 30).await;
     status_until(metrics, "the remote synced", |s| s.relays.iter().all(|r| r.status == "connected")).await;
     // Live: Dave reacts again to the second comment, then Carol deletes it.

@@ -24,6 +24,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             max_backoff: Duration::from_secs(s.max_backoff_secs),
             quick_reconnect: Duration::from_secs(s.quick_reconnect_secs),
             max_subscriptions: s.max_subscriptions_per_relay,
+            sweep_interval: Duration::from_secs(s.sweep_interval_secs),
             ..SyncSettings::default()
         },
         persisted: BTreeMap::new(),
@@ -40,11 +41,13 @@ mod tests {
         cfg.sync.base_backoff_secs = 7;
         cfg.sync.max_subscriptions_per_relay = 9;
         cfg.sync.max_relays = 12;
+        cfg.sync.sweep_interval_secs = 60;
         let e = engine_config(&cfg);
         assert_eq!(e.settings.base_backoff, Duration::from_secs(7));
         assert_eq!(e.settings.connect_timeout, Duration::from_secs(7));
         assert_eq!(e.settings.max_subscriptions, 9);
         assert_eq!(e.max_relays, 12);
+        assert_eq!(e.settings.sweep_interval, Duration::from_secs(60));
         assert_eq!(e.service_url.as_str(), "wss://git.example.com");
     }
 }

@@ -221,6 +221,7 @@ pub async fn run_relay(ctx: Ctx, mut inbox: Inbox) {
             r.closed_unneeded = false;
             r.health = if degraded_until.is_some() { HealthStatus::Degraded } else { HealthStatus::Healthy };
         });
+        ws.get_ref().attach(counters.clone());
         let conn = Connection::with_liveness(ws, s.payload_limit, counters.clone(), s.liveness);
         let (end, m, last_data) = session::run(&ctx, mem, conn, degraded_until, &mut inbox, strategy).await;
         mem = m;

@@ -128,12 +128,18 @@ pub fn render_prometheus(s: &Status) -> String {
 
     type Field = fn(&RelayReport) -> f64;
     let per_relay: [(&str, &str, &str, Field); 26] = [
-        ("grasp_sync_bytes_received_total", "counter", "Websocket payload bytes received from the relay.", |r| {
-            r.bytes_in as f64
-        }),
-        ("grasp_sync_bytes_sent_total", "counter", "Websocket payload bytes sent to the relay.", |r| {
-            r.bytes_out as f64
-        }),
+        (
+            "grasp_sync_bytes_received_total",
+            "counter",
+            "Websocket payload bytes received from the relay, as on the wire (compressed where agreed).",
+            |r| r.bytes_in as f64,
+        ),
+        (
+            "grasp_sync_bytes_sent_total",
+            "counter",
+            "Websocket payload bytes sent to the relay, as on the wire (compressed where agreed).",
+            |r| r.bytes_out as f64,
+        ),
         ("grasp_sync_fresh_starts_total", "counter", "Sync sessions started from scratch with the relay.", |r| {
             r.fresh_starts as f64
         }),

@@ -4,23 +4,32 @@
 //! multicast and reserved addresses unless private addresses are allowed, then speaks websocket,
 //! over rustls (ring provider, webpki roots) for `wss`.
 //!
-//! No websocket extension is offered: tungstenite (0.30) has no permessage-deflate, so relays that
-//! enable it (strfry does by default) send us uncompressed frames. The whole dial (DNS, TCP, TLS,
-//! websocket handshake) is bounded by the caller's connect timeout.
+//! permessage-deflate is offered; where a relay accepts it (strfry does by default),
+//! [`crate::wire::deflate`] compresses and inflates under tungstenite, which has no support for
+//! it. The whole dial (DNS, TCP, TLS, websocket handshake) is bounded by the caller's connect
+//! timeout.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 
+use std::sync::{Arc, OnceLock};
+
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::policy::url::classify_ip;
 use crate::policy::{AddressClass, RelayUrl};
+use crate::wire::deflate::{self, Deflate};
 
-/// A websocket to a relay, plain or TLS.
-pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The byte stream under a relay's websocket: the socket (plain or TLS) and permessage-deflate.
+pub type RemoteStream = Deflate<MaybeTlsStream<TcpStream>>;
+
+/// A websocket to a relay.
+pub type WsStream = WebSocketStream<RemoteStream>;
 
 /// The future a [`Dialer`] returns.
 pub type DialFuture<'a> = Pin<Box<dyn Future<Output = Result<WsStream, DialError>> + Send + 'a>>;
@@ -69,14 +78,37 @@ pub fn address_allowed(class: AddressClass, allow_private: bool) -> bool {
     }
 }
 
-/// Completes the websocket handshake over an open TCP stream (TLS for `wss`).
+/// TLS settings for `wss` relays: the webpki roots, no client certificate.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            install_crypto_provider();
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+        })
+        .clone()
+}
+
+/// Completes TLS (for `wss`) and the websocket handshake over an open TCP stream, offering
+/// permessage-deflate.
 pub async fn handshake(url: &RelayUrl, tcp: TcpStream) -> Result<WsStream, DialError> {
-    install_crypto_provider();
+    let fail = |e: String| DialError::Handshake(url.to_string(), e);
     let _ = tcp.set_nodelay(true);
-    tokio_tungstenite::client_async_tls_with_config(url.as_str(), tcp, Some(ws_config()), None)
+    let socket = if url.as_str().starts_with("wss://") {
+        let name = rustls::pki_types::ServerName::try_from(url.host()).map_err(|e| fail(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp).await;
+        MaybeTlsStream::Rustls(tls.map_err(|e| fail(format!("TLS: {e}")))?)
+    } else {
+        MaybeTlsStream::Plain(tcp)
+    };
+    let mut request = url.as_str().into_client_request().map_err(|e| fail(e.to_string()))?;
+    request.headers_mut().insert("Sec-WebSocket-Extensions", HeaderValue::from_static(deflate::OFFER));
+    let stream = Deflate::new(socket, MAX_INCOMING_FRAME);
+    tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
         .await
         .map(|(ws, _resp)| ws)
-        .map_err(|e| DialError::Handshake(url.to_string(), e.to_string()))
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// DNS, address policy, TCP, TLS and websocket: the production dialer.

@@ -69,14 +69,27 @@ pub struct WireCounters {
     pub last_data_unix: AtomicU64,
     /// Pings sent because the relay was silent.
     pub pings: AtomicU64,
+    /// Messages that crossed the wire compressed (permessage-deflate): their bytes as messages
+    /// (also in `bytes_in`/`bytes_out`) and as sent, per direction.
+    pub deflated_plain_in: AtomicU64,
+    pub deflated_wire_in: AtomicU64,
+    pub deflated_plain_out: AtomicU64,
+    pub deflated_wire_out: AtomicU64,
+}
+
+fn on_wire(all: &AtomicU64, plain: &AtomicU64, wire: &AtomicU64) -> u64 {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    (load(all) + load(wire)).saturating_sub(load(plain))
 }
 
 impl WireCounters {
+    /// Payload bytes received as they crossed the wire (compressed where they were).
     pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.load(Ordering::Relaxed)
+        on_wire(&self.bytes_in, &self.deflated_plain_in, &self.deflated_wire_in)
     }
+    /// Payload bytes sent as they crossed the wire (compressed where they were).
     pub fn bytes_out(&self) -> u64 {
-        self.bytes_out.load(Ordering::Relaxed)
+        on_wire(&self.bytes_out, &self.deflated_plain_out, &self.deflated_wire_out)
     }
     /// When the relay was last heard from (unix seconds), if ever: the moment up to which
     /// everything it sent has arrived, and so where a quick reconnect's catch-up starts.

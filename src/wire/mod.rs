@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod conn;
+pub mod deflate;
 pub mod filter;
 pub mod message;
 pub mod paginate;

@@ -28,8 +28,6 @@ pub struct ProxyState {
     pub neg: Mutex<NegMode>,
     /// The next this-many REQs are answered `CLOSED rate-limited:` (plus a NOTICE), not forwarded.
     pub rate_limit_reqs: AtomicUsize,
-    /// Every REQ before this instant is answered like `rate_limit_reqs`.
-    pub rate_limited_until: Mutex<Option<std::time::Instant>>,
     /// REQs refused as rate limited.
     pub rate_limited: AtomicUsize,
     /// strfry-like cap on concurrent REQs per connection.
@@ -67,7 +65,6 @@ impl Proxy {
             down: AtomicBool::new(false),
             neg: Mutex::new(NegMode::Forward),
             rate_limit_reqs: AtomicUsize::new(0),
-            rate_limited_until: Mutex::new(None),
             rate_limited: AtomicUsize::new(0),
             max_subs: Mutex::new(None),
             cut_after_events: Mutex::new(None),
@@ -160,8 +157,7 @@ async fn serve(
                     }
                     "REQ" => {
                         st.reqs.fetch_add(1, Ordering::SeqCst);
-                        let limited = st.rate_limit_reqs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
-                            || st.rate_limited_until.lock().unwrap().is_some_and(|t| std::time::Instant::now() < t);
+                        let limited = st.rate_limit_reqs.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                         if limited {
                             st.rate_limited.fetch_add(1, Ordering::SeqCst);
                             let _ = client.send(text(json!(["NOTICE", "rate-limited: slow down"]))).await;

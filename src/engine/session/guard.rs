@@ -170,7 +170,8 @@ impl Planner {
     }
 
     /// Every `sweep_interval`, a negentropy catch-up of the confirmed items live does not name
-    /// (the cold rest of tier 3), from the previous sweep on.
+    /// (the cold rest of tier 3), from the previous sweep on, and the whole history of the
+    /// related items never looked up.
     fn sweep(&mut self) {
         if self.now < self.sweep_at || self.syncing {
             return;
@@ -185,10 +186,12 @@ impl Planner {
             .filter(|i| !self.hot_items.contains(*i) && **i != Item::Announcements)
             .cloned()
             .collect();
-        if !cold.is_empty() {
-            tracing::debug!(relay = %self.ctx.url, items = cold.len(), since, "sweeping cold items");
+        let due: Vec<Item> = std::mem::take(&mut self.related_due).into_iter().collect();
+        if !cold.is_empty() || !due.is_empty() {
+            tracing::debug!(relay = %self.ctx.url, items = cold.len(), due = due.len(), since, "sweeping");
             self.report(|r| r.sweeps += 1);
             self.start_items(cold, Some(since), true);
+            self.start_items(due, None, true);
         }
     }
 

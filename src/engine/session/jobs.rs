@@ -173,7 +173,8 @@ impl Planner {
             return;
         }
         let first = self.live_built_at.is_none();
-        if let Some(t) = self.live_built_at {
+        let rerank = std::mem::take(&mut self.live_rerank);
+        if let Some(t) = self.live_built_at.filter(|_| !rerank) {
             if self.now < t + self.ctx.settings.consolidation_interval {
                 // Too soon to repack: new items may still get a REQ of their own in a free
                 // live slot (nothing open is touched). Tried again only once the target or the
@@ -207,7 +208,7 @@ impl Planner {
         if reqs == self.live_plan {
             return;
         }
-        if !first {
+        if !first && !rerank {
             tracing::info!(relay = %self.ctx.url, reqs = reqs.len(), hot = self.hot_items.len(), "live set rebuilt");
             self.report(|r| r.consolidations += 1);
         }

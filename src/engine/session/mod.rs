@@ -20,7 +20,11 @@ use crate::engine::inbox::{Inbox, RelayCommand};
 use crate::engine::lifecycle::ConnectStrategy;
 use crate::engine::relay_task::{Ctx, RelayMemory};
 use crate::engine::store::Fetched;
+use crate::remote::dial::RemoteStream;
 use crate::wire::{ConnError, Connection};
+
+/// A connection to a remote relay.
+type RemoteConn = Connection<RemoteStream>;
 
 pub(crate) use planner::{Action, Planner, PlannerCtx};
 
@@ -47,7 +51,7 @@ pub(crate) enum SessionEnd {
 pub(crate) async fn run(
     ctx: &Ctx,
     mem: RelayMemory,
-    mut conn: Connection,
+    mut conn: RemoteConn,
     degraded_until: Option<Instant>,
     inbox: &mut Inbox,
     strategy: ConnectStrategy,
@@ -98,7 +102,7 @@ pub(crate) async fn run(
 }
 
 /// Sends the planner's frames (each within `send_timeout`) and hands its events to the sink.
-async fn carry_out(ctx: &Ctx, conn: &mut Connection, actions: Vec<Action>) -> Result<(), SessionEnd> {
+async fn carry_out(ctx: &Ctx, conn: &mut RemoteConn, actions: Vec<Action>) -> Result<(), SessionEnd> {
     for action in actions {
         match action {
             Action::Send(msg) => {

@@ -121,8 +121,11 @@ pub(crate) struct Planner {
     pub(super) cooldown_until: Option<Instant>,
     pub(super) degraded_until: Option<Instant>,
     pub(super) syncing: bool,
-    /// A historic round has completed on this connection (the relay was connected once).
-    pub(super) round_done: bool,
+    /// Related items (L4) not looked up yet on this relay: the next sweep asks for their whole
+    /// history.
+    pub(super) related_due: BTreeSet<Item>,
+    /// The hot set was ranked again after this connection's first round.
+    pub(super) reranked: bool,
     pub(super) current: BTreeSet<Item>,
     pub(super) relevance: Relevance,
     pub(super) abuse: Budget,
@@ -143,6 +146,8 @@ pub(crate) struct Planner {
     /// Items left the target since the live set was built (their filters are stale).
     pub(super) live_shrunk: bool,
     pub(super) live_built_at: Option<Instant>,
+    /// The next live rebuild is the ranking after the first round (see `maybe_finish`).
+    pub(super) live_rerank: bool,
     /// Bumped whenever the target's items change.
     pub(super) target_generation: u64,
     /// `(free live slots, target generation)` when the target was last scanned for items to add
@@ -187,7 +192,8 @@ impl Planner {
             cooldown_until: None,
             degraded_until,
             syncing: false,
-            round_done: false,
+            related_due: BTreeSet::new(),
+            reranked: false,
             current: BTreeSet::new(),
             relevance: Relevance::default(),
             abuse: Budget::new(limits, now),
@@ -202,6 +208,7 @@ impl Planner {
             last_catch_up: None,
             live_shrunk: false,
             live_built_at: None,
+            live_rerank: false,
             target_generation: 0,
             live_extend_tried: None,
             #[cfg(test)]
@@ -286,18 +293,25 @@ impl Planner {
         self.awaiting_roots.retain(|id, _| !target.root_events.contains(id));
         let current = &self.current;
         self.mem.confirmed.retain(|i| current.contains(i));
+        self.related_due.retain(|i| current.contains(i));
         let (related, new): (Vec<Item>, Vec<Item>) = self
             .current
             .iter()
-            .filter(|i| !self.pending.contains(*i) && !self.mem.confirmed.contains(*i) && !self.mem.failed.contains(*i))
+            .filter(|i| {
+                !self.pending.contains(*i)
+                    && !self.mem.confirmed.contains(*i)
+                    && !self.mem.failed.contains(*i)
+                    && !self.related_due.contains(*i)
+            })
             .cloned()
-            .partition(|i| self.round_done && matches!(i, Item::Related(_)));
+            .partition(|i| matches!(i, Item::Related(_)));
         self.start_items(new, None, false);
-        // An event accepted while the relay is live (a new comment) is named by the hot set from
-        // now on; the history of its deletions and reactions is looked up in the background, as
-        // a sweep: the relay stays connected, and only a failure brings it back to syncing.
-        self.mem.confirmed.extend(related.iter().cloned());
-        self.start_items(related, None, true);
+        // Deletions and reactions of accepted comments, status and PR updates (L4) are not part
+        // of a historic round: the hot set names the newest live, and the next sweep looks each
+        // one up in full, in the background (the relay stays connected; only a failure brings
+        // it back to syncing). A round that named them would make every (re)connection send
+        // every accepted comment's id.
+        self.related_due.extend(related);
     }
 
     /// Historic batches of `items`, one per layer chunk.
@@ -478,7 +492,14 @@ impl Planner {
             return;
         }
         self.syncing = false;
-        self.round_done = true;
+        if !self.reranked {
+            // The first round brought the roots into the host: rank the hot set again by what
+            // the host now holds (during the round, roots it did not hold yet all ranked newest).
+            // Not a consolidation: it does not wait for the interval.
+            self.reranked = true;
+            self.live_dirty = true;
+            self.live_rerank = true;
+        }
         if self.batches.is_empty() {
             // Ids asked for in this round arrived or failed with their batch: forget them.
             self.requested = HashSet::new();
@@ -542,6 +563,9 @@ impl Planner {
         for item in b.items {
             self.mem.failed.remove(&item);
             if b.sweep {
+                if self.current.contains(&item) {
+                    self.mem.confirmed.insert(item);
+                }
                 continue;
             }
             self.pending.remove(&item);

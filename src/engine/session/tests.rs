@@ -114,9 +114,13 @@ fn settings() -> SyncSettings {
 
 /// Runs the planner against the relay until nothing moves; checks the per-step invariants.
 fn run(p: &mut Planner, relay: &mut ModelRelay, budget: usize) -> Vec<Note> {
+    run_at(p, relay, budget, Instant::now())
+}
+
+/// [`run`] with every message arriving at `now`.
+fn run_at(p: &mut Planner, relay: &mut ModelRelay, budget: usize, now: Instant) -> Vec<Note> {
     let mut delivered = Vec::new();
     let mut inbox = VecDeque::new();
-    let now = Instant::now();
     for _ in 0..1_000_000 {
         for a in p.take_actions() {
             match a {
@@ -200,8 +204,16 @@ proptest! {
             max_open: 0,
         };
         let (mut p, status) = planner(budget, settings());
-        p.start(ConnectStrategy::FreshStart, &target, Instant::now()).unwrap();
-        let delivered = run(&mut p, &mut relay, budget);
+        let t0 = Instant::now();
+        p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+        let mut delivered = run(&mut p, &mut relay, budget);
+        // Related items are the sweep's: looked up in full once it comes (after any retry of
+        // a failed round, which runs first).
+        let later = t0 + settings().sweep_interval + Duration::from_secs(1);
+        for _ in 0..2 {
+            p.on_tick(later).unwrap();
+            delivered.extend(run_at(&mut p, &mut relay, budget, later));
+        }
         let all = target_items(&target);
         let (confirmed, failed) = (&p.mem.confirmed, &p.mem.failed);
         prop_assert!(confirmed.is_disjoint(failed));
@@ -272,10 +284,9 @@ fn live_coverage_stays_bounded_with_many_related_events_and_keeps_a_share_for_th
             assert!(hot_related >= 100, "budget {budget}: {hot_related} related events live");
         }
         assert!(hot_related < 100_000, "the cold rest is swept, not named live");
-        // Every related event is in some historic batch: none is left out of history.
-        let historic: usize =
-            p.batches.values().flat_map(|b| &b.items).filter(|i| matches!(i, Item::Related(_))).count();
-        assert_eq!(historic, 100_000);
+        // No related event is in the first round; every one waits for the sweep.
+        assert!(p.batches.values().flat_map(|b| &b.items).all(|i| !matches!(i, Item::Related(_))));
+        assert_eq!(p.related_due.len(), 100_000);
     }
 }
 
@@ -461,7 +472,7 @@ fn a_relay_that_keeps_closing_live_subscriptions_gets_them_back_only_after_a_pau
 }
 
 #[test]
-fn an_event_accepted_while_connected_is_looked_up_in_the_background_and_the_relay_stays_connected() {
+fn an_event_accepted_while_connected_is_looked_up_by_the_next_sweep_and_the_relay_stays_connected() {
     let (mut target, events) = world_with_related(2, 20, 5);
     let mut relay = ModelRelay { events, poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
     let (mut p, status) = planner(15, settings());
@@ -477,12 +488,15 @@ fn an_event_accepted_while_connected_is_looked_up_in_the_background_and_the_rela
     relay.events.push(deletion.clone());
     target.related.insert(id);
     p.on_target(&target, t0).unwrap();
-    assert!(p.mem.confirmed.contains(&Item::Related(id)), "named live at once");
+    assert!(p.hot_items.contains(&Item::Related(id)), "named live at once");
     let r = status.relay(&url).unwrap();
     assert_eq!(r.status, crate::status::RelayStatus::Connected, "no new historic round");
     assert_eq!((r.historic_done, r.historic_total), (before.historic_done, before.historic_total));
+    assert!(run(&mut p, &mut relay, 15).iter().all(|n| n.id != deletion.id), "not looked up before the sweep");
+    p.on_tick(t0 + settings().sweep_interval + Duration::from_secs(1)).unwrap();
     let delivered = run(&mut p, &mut relay, 15);
-    assert!(delivered.iter().any(|n| n.id == deletion.id), "its deletion found in the background");
+    assert!(delivered.iter().any(|n| n.id == deletion.id), "its deletion found by the sweep");
+    assert!(p.mem.confirmed.contains(&Item::Related(id)));
     assert_eq!(status.relay(&url).unwrap().status, crate::status::RelayStatus::Connected);
 }
 
@@ -516,4 +530,26 @@ fn a_repack_closes_the_reqs_it_empties_only_after_the_replacing_reqs_are_registe
     p.on_msg(RelayMsg::Eose(first.clone()), later).unwrap();
     assert!(closed(&p.take_actions()), "closed once the replacing REQ has its EOSE");
     assert_eq!(p.live_subs, vec![first]);
+}
+
+#[test]
+fn after_the_first_round_the_hot_set_is_the_newest_roots_the_host_now_holds() {
+    let (target, events) = world(50, 5_000);
+    let mut relay = ModelRelay { events, poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
+    // The host holds no root when the session starts (a first sync): all rank alike.
+    let store = Arc::new(MemoryStore::new());
+    let (mut p, status) = planner_with(15, settings(), store.clone());
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    // History brings them (the daemon writes them to the host meanwhile).
+    for i in 0..5_000 {
+        store.insert(root(i));
+    }
+    run(&mut p, &mut relay, 15);
+    assert_eq!(status.relay(&p.ctx.url).unwrap().status, crate::status::RelayStatus::Connected);
+    p.on_tick(t0 + Duration::from_millis(50)).unwrap();
+    let newest: Vec<Item> = (4_900..5_000).map(|i| Item::Root(root_id(i))).collect();
+    assert!(newest.iter().all(|i| p.hot_items.contains(i)), "the 100 newest roots are live by id");
+    assert!(!p.hot_items.contains(&Item::Root(root_id(0))), "the oldest root is left to the sweep");
+    assert_eq!(status.relay(&p.ctx.url).unwrap().consolidations, 0, "not counted as a consolidation");
 }
