@@ -371,8 +371,7 @@ impl<S> Deflate<S> {
                 (true, Some(key)) => {
                     let mut payload = frame[h.len..].to_vec();
                     unmask(&mut payload, key);
-                    let deflater =
-                        codec.deflater.get_or_insert_with(|| Compress::new(Compression::default(), false));
+                    let deflater = codec.deflater.get_or_insert_with(|| Compress::new(Compression::default(), false));
                     let packed = deflate_message(deflater, &payload)?;
                     if codec.agreed.client_no_context_takeover {
                         codec.deflater = None;
