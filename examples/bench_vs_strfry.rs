@@ -11,7 +11,10 @@
 //!    empty strfry: wall time, added up over the invocations.
 //! 3. `grasp-sync run` beside another empty strfry (running `grasp-sync plugin`) that holds only the
 //!    announcements: wall time from start until the host holds every event, until `/status` shows
-//!    history complete, bytes on the wire and `events_received`.
+//!    history complete, bytes on the wire and `events_received`; also the CPU time every process
+//!    used until the copy was complete (daemon, host strfry, its plugin, the remote) against that of
+//!    `strfry sync` and the remote in step 2. `BENCH_TRACE=1` prints the progress every 50 ms (events
+//!    on the host, ingest queue, events received and stored, root events known).
 //! 4. Re-sync with nothing changed: the daemon is stopped, its state removed (a fresh start, not a
 //!    quick reconnect) and started again; time until `/status` shows history complete and bytes,
 //!    against `strfry sync` run again into its already complete copy.
@@ -175,7 +178,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(secs)
     };
+    let cpu_before = tree_cpu();
     let strfry_secs = strfry_sync("first")?;
+    let strfry_cpu = tree_cpu() - &cpu_before;
     let strfry_got = count(host_a.port).await;
     println!("strfry sync --dir down ({} filters): {strfry_got} events in {strfry_secs:.2} s", filters.len());
 
@@ -203,9 +208,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     )?;
     host_b.import(&anns);
+    let cpu_before = tree_cpu();
     let t = Instant::now();
     let mut daemon = start_daemon(&grasp, &config)?;
     let target = all.len() as u64;
+    let mut grasp_cpu = None;
     let mut got = 0;
     let mut status_secs = None;
     while (got < target || status_secs.is_none()) && t.elapsed() < Duration::from_secs(600) {
@@ -213,7 +220,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if got < target {
             got = count(host_b.port).await;
             if got >= target {
+                grasp_cpu = Some(tree_cpu() - &cpu_before);
                 println!("  host holds every event at {:.2} s", t.elapsed().as_secs_f64());
+            }
+        }
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            if let Ok(s) = grasp_sync::metrics::fetch_status(metrics_addr).await {
+                let r = s.relays.first();
+                eprintln!(
+                    "TRACE {:.2} host {} queue {} received {} rejected {} stored {} held {} root_events {}",
+                    t.elapsed().as_secs_f64(),
+                    got,
+                    s.ingest_queue,
+                    r.map_or(0, |r| r.events_received),
+                    r.map_or(0, |r| r.events_rejected),
+                    r.map_or(0, |r| r.events_stored),
+                    s.events_pending_retry,
+                    s.root_events
+                );
             }
         }
         if status_secs.is_none() {
@@ -233,6 +257,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         all.len() - anns.len()
     );
     println!("time ratio grasp-sync / strfry sync: {:.2}", grasp_secs / strfry_secs);
+    if let Some(grasp_cpu) = grasp_cpu {
+        println!("CPU time until the copy is complete: strfry sync {strfry_cpu}; grasp-sync {grasp_cpu}");
+        println!("CPU time ratio grasp-sync / strfry sync: {:.2}", grasp_cpu.total() / strfry_cpu.total());
+    }
 
     // Re-sync with nothing changed: a fresh start of the daemon, everything already on the host.
     terminate(&mut daemon);
@@ -350,4 +378,83 @@ fn report_latency(
         percentile(&latencies, 0.99),
         latencies.last().unwrap()
     );
+}
+
+/// CPU seconds (user + system) used so far by the processes this benchmark started, by role: each
+/// strfry by its directory (`remote`, `host-strfry-sync`, `host-grasp-sync`), `daemon`, `plugin`,
+/// and `finished` (`strfry sync` invocations and stopped daemons, from this process's children
+/// total). Read from Linux's `/proc` (empty elsewhere).
+fn tree_cpu() -> Cpu {
+    let ticks = 100.0; // USER_HZ
+    let stat_of = |dir: std::path::PathBuf| -> Option<(u32, u32, [u64; 4], String)> {
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let pid = head.split_once(" (")?.0.trim().parse().ok()?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        let cmd = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        Some((pid, f.get(1)?.parse().ok()?, [n(11), n(12), n(13), n(14)], cmd))
+    };
+    let role = |cmd: &str| -> String {
+        if cmd.contains(" plugin ") {
+            "plugin".into()
+        } else if cmd.contains(" run ") {
+            "daemon".into()
+        } else if let Some(conf) = cmd.split_whitespace().find_map(|a| a.strip_prefix("--config=")) {
+            let dir = std::path::Path::new(conf).parent().and_then(|d| d.file_name());
+            dir.map_or("strfry".into(), |d| d.to_string_lossy().into_owned())
+        } else {
+            "other".into()
+        }
+    };
+    let me = std::process::id();
+    let procs: Vec<_> =
+        std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| stat_of(e.path())).collect();
+    let mut out = Cpu::default();
+    if let Some(p) = procs.iter().find(|p| p.0 == me) {
+        *out.0.entry("finished".into()).or_default() += (p.2[2] + p.2[3]) as f64 / ticks;
+    }
+    let mut parents = vec![me];
+    while let Some(parent) = parents.pop() {
+        for (pid, ppid, t, cmd) in &procs {
+            if *ppid == parent {
+                // Its own time and that of its finished children (a plugin strfry restarted).
+                *out.0.entry(role(cmd)).or_default() += t.iter().sum::<u64>() as f64 / ticks;
+                parents.push(*pid);
+            }
+        }
+    }
+    out
+}
+
+/// CPU seconds by role (see [`tree_cpu`]).
+#[derive(Default)]
+struct Cpu(std::collections::BTreeMap<String, f64>);
+
+impl Cpu {
+    fn total(&self) -> f64 {
+        self.0.values().sum()
+    }
+}
+
+impl std::ops::Sub<&Cpu> for Cpu {
+    type Output = Cpu;
+    fn sub(mut self, before: &Cpu) -> Cpu {
+        for (k, v) in &before.0 {
+            *self.0.entry(k.clone()).or_default() -= v;
+        }
+        self.0.retain(|_, v| *v >= 0.005);
+        self
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} s (", self.total())?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            write!(f, "{}{k} {v:.2}", if i > 0 { ", " } else { "" })?;
+        }
+        write!(f, ")")
+    }
 }

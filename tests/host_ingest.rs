@@ -121,6 +121,39 @@ async fn events_wait_for_a_host_that_is_down_and_leave_parents_first() {
 }
 
 #[tokio::test]
+async fn events_submitted_together_to_a_connected_host_leave_parents_first() {
+    let port = support::strfry::free_port();
+    let _host = host_on(port).await;
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (_stop_tx, stop) = watch::channel(false);
+    let (handle, _task) = ingest::spawn(IngestConfig::new(url(port)), reports_tx, stop, Duration::from_secs(5));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.stats.connected.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "ingest connects to the host");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let keys = Keys::generate();
+    // Children handed over first, in one burst (as a relay's batch arrives); the window is empty.
+    let mut notes = Vec::new();
+    for i in 0..20 {
+        notes.push(signed(&keys, 1111, &format!("comment {i}"), 1_700_000_100 - i));
+        notes.push(signed(&keys, 1621, &format!("issue {i}"), 1_700_000_050 - i));
+    }
+    notes.push(signed(&keys, 30617, "announcement", 1_700_000_000));
+    for n in &notes {
+        handle.submit(n.clone(), None).await.unwrap();
+    }
+
+    let got = collect(&mut reports, notes.len()).await;
+    assert!(got.iter().all(|r| r.outcome == Outcome::Stored));
+    let kinds: Vec<u64> = got.iter().map(|r| r.note.kind).collect();
+    assert_eq!(kinds[0], 30617, "announcement first: {kinds:?}");
+    let last_issue = kinds.iter().rposition(|k| *k == 1621).unwrap();
+    let first_comment = kinds.iter().position(|k| *k == 1111).unwrap();
+    assert!(last_issue < first_comment, "root events before comments: {kinds:?}");
+}
+
+#[tokio::test]
 async fn shutdown_returns_what_could_not_be_written() {
     let port = support::strfry::free_port();
     let (reports_tx, _reports) = mpsc::unbounded_channel();

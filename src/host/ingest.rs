@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -323,16 +324,12 @@ impl Ingest {
             let stuck_at = oldest.map(|t| t + self.cfg.ok_timeout);
             let flush_at = *flush_deadline;
             tokio::select! {
-                got = self.rx.recv(), if self.room_for_more() => match got {
-                    Some((note, source)) => self.enqueue(note, source, 0),
-                    None => self.rx_open = false,
-                },
-                msg = conn.recv() => match msg {
-                    Some(Ok(msg)) => self.on_message(msg).await,
-                    Some(Err(ConnError::Malformed(e))) => tracing::debug!(error = %e, "ingest: unreadable frame from host"),
-                    Some(Err(e)) => return Stop::Disconnected(e.to_string()),
-                    None => return Stop::Disconnected("host closed the connection".into()),
-                },
+                got = self.rx.recv(), if self.room_for_more() => self.take_submissions(got),
+                msg = conn.recv() => {
+                    if let Err(stop) = self.take_answers(&mut conn, msg) {
+                        return stop;
+                    }
+                }
                 _ = sleep_until_opt(stuck_at) => return Stop::Disconnected("no OK from host within the timeout".into()),
                 _ = sleep_until_opt(flush_at) => return Stop::Finished,
                 _ = self.shutdown.changed(), if flush_deadline.is_none() => {
@@ -340,6 +337,56 @@ impl Ingest {
                 }
             }
         }
+    }
+
+    /// Takes one submission and every further one waiting (while the queue has room), so events
+    /// submitted together leave together, in class order, in one write.
+    fn take_submissions(&mut self, first: Option<(Note, Option<RelayUrl>)>) {
+        let mut next = first;
+        let mut budget = self.cfg.window.max(1);
+        loop {
+            match next {
+                Some((note, source)) => self.enqueue(note, source, 0),
+                None => {
+                    self.rx_open = false;
+                    return;
+                }
+            }
+            budget -= 1;
+            if budget == 0 || !self.room_for_more() {
+                return;
+            }
+            next = match self.rx.try_recv() {
+                Ok(got) => Some(got),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+        }
+    }
+
+    /// Takes one message from the host and every further one already received, so the slots
+    /// they free are refilled by one write: strfry answers a whole write batch at once, and
+    /// refilling after each `OK` would send one frame per write (one wake-up of the host's
+    /// websocket and ingester threads per event, and small write batches).
+    fn take_answers(&mut self, conn: &mut Connection, first: Option<Result<RelayMsg, ConnError>>) -> Result<(), Stop> {
+        let mut next = Some(first);
+        // At most a window's worth, so a host that answers faster than we read cannot hold the
+        // loop (and the submissions waiting on it) for long.
+        let mut budget = self.cfg.window.max(1);
+        while let Some(msg) = next.take() {
+            match msg {
+                Some(Ok(msg)) => self.on_message(msg),
+                Some(Err(ConnError::Malformed(e))) => tracing::debug!(error = %e, "ingest: unreadable frame from host"),
+                Some(Err(e)) => return Err(Stop::Disconnected(e.to_string())),
+                None => return Err(Stop::Disconnected("host closed the connection".into())),
+            }
+            budget -= 1;
+            if budget > 0 {
+                // `recv` is cancel-safe: a frame not complete yet stays buffered for the next call.
+                next = conn.recv().now_or_never();
+            }
+        }
+        Ok(())
     }
 
     /// Sends queued events until the window is full, then flushes them in one write.
@@ -354,7 +401,7 @@ impl Ingest {
                 Err(ConnError::TooLarge { len, .. }) => {
                     let why = format!("invalid: event of {len} bytes is over the host's frame limit");
                     tracing::info!(id = %item.note.id, bytes = len, "ingest: event too large for the host; not sent");
-                    self.answered(item, false, &why).await;
+                    self.answered(item, false, &why);
                 }
                 Err(e) => {
                     // Perhaps sent: re-sent after reconnecting like every event in flight.
@@ -369,11 +416,11 @@ impl Ingest {
         Ok(())
     }
 
-    async fn on_message(&mut self, msg: RelayMsg) {
+    fn on_message(&mut self, msg: RelayMsg) {
         match msg {
             RelayMsg::Ok { id, accepted, reason } => {
                 let Some((item, _)) = self.in_flight.remove(&id) else { return };
-                self.answered(item, accepted, &reason).await;
+                self.answered(item, accepted, &reason);
             }
             RelayMsg::Notice(notice) => tracing::warn!(notice, "ingest: host notice"),
             _ => {}
@@ -381,7 +428,7 @@ impl Ingest {
         self.publish_depth();
     }
 
-    async fn answered(&mut self, mut item: Item, ok: bool, text: &str) {
+    fn answered(&mut self, mut item: Item, ok: bool, text: &str) {
         let outcome = if ok && text.starts_with("duplicate:") {
             Outcome::Duplicate
         } else if ok {
