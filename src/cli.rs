@@ -244,7 +244,30 @@ async fn termination() {
     }
 }
 
+/// Most malloc arenas the daemon's allocator keeps (glibc only).
+///
+/// glibc gives each thread that allocates under contention an arena of its own, up to eight per
+/// core, and never returns their free pages to the kernel by itself. The daemon's runtime hands
+/// work between its workers and the threads `block_in_place` starts (dozens at a time during a
+/// large sync), so allocations spread over every arena and the process kept each arena's
+/// high-water mark: at 10,000 repositories and 100,000 roots, 16 arenas held 590 MB resident for
+/// a heap of under 300 MB. Two arenas measured 324 MB. `MALLOC_ARENA_MAX` in the environment, if
+/// set, is the operator's choice and is left alone.
+pub const MALLOC_ARENAS: i32 = 2;
+
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes a tuning parameter of glibc's allocator; called before
+        // the runtime starts its threads.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 fn run_daemon(config: Config) -> anyhow::Result<()> {
+    bound_malloc_arenas();
     let rt = runtime()?;
     rt.block_on(async {
         tracing::info!(service = %config.service_url, host = %config.host.url, "daemon: starting");
