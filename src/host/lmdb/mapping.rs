@@ -7,8 +7,18 @@
 //! [`MapRange::release`] drops those mappings with `madvise(MADV_DONTNEED)`: the pages stay in
 //! the page cache and fault back in, unchanged, when touched again (LMDB never rewrites a page
 //! that a reader can still see), so a long-running process does not carry them.
+//!
+//! A running daemon reads the database all the time (local sets for every negentropy job, the
+//! hot set's ranking, the follow of new events): [`Releaser`] drops the mappings again when a read
+//! ends, at most once per [`RELEASE_EVERY`], so what the process maps of the file stays about what
+//! its reads touch within that time instead of growing towards the whole database.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Least time between two releases of the mapped pages by [`Releaser`].
+pub const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 /// The address range of the `data.mdb` map, found in `/proc/self/maps`.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +58,36 @@ impl MapRange {
         // maps the same file page again.
         unsafe {
             libc::madvise(self.start as *mut libc::c_void, self.len, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// Releases the map's pages when a read ends, at most once per [`RELEASE_EVERY`].
+#[derive(Debug)]
+pub struct Releaser {
+    range: Option<MapRange>,
+    base: Instant,
+    /// Milliseconds since `base` of the last release.
+    last: AtomicU64,
+}
+
+impl Releaser {
+    pub fn new(range: Option<MapRange>) -> Self {
+        Releaser { range, base: Instant::now(), last: AtomicU64::new(0) }
+    }
+
+    /// Releases the pages unless that was done less than [`RELEASE_EVERY`] ago. Readers still
+    /// in progress on other threads fault their pages back in; nothing they hold changes.
+    pub fn read_ended(&self) {
+        let Some(range) = &self.range else { return };
+        let now = self.base.elapsed().as_millis() as u64;
+        let last = self.last.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < RELEASE_EVERY.as_millis() as u64 {
+            return;
+        }
+        // One of the readers ending at the same time releases.
+        if self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            range.release();
         }
     }
 }

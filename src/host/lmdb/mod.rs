@@ -72,6 +72,7 @@ pub struct StrfryDb {
     dir: PathBuf,
     db_version: u64,
     map: Option<mapping::MapRange>,
+    releaser: mapping::Releaser,
 }
 
 impl std::fmt::Debug for StrfryDb {
@@ -140,7 +141,8 @@ impl StrfryDb {
             tag: get(table::IDX_TAG),
         };
         let map = mapping::MapRange::find(&dir.join("data.mdb"));
-        let mut db = StrfryDb { env, t, all: handles, dir: dir.to_path_buf(), db_version: 0, map };
+        let releaser = mapping::Releaser::new(map);
+        let mut db = StrfryDb { env, t, all: handles, dir: dir.to_path_buf(), db_version: 0, map, releaser };
         db.db_version = db.check_meta()?;
         Ok(db)
     }
@@ -173,7 +175,8 @@ impl StrfryDb {
         self.db_version
     }
 
-    /// Starts a read transaction.
+    /// Starts a read transaction. When it ends, the database pages mapped in meanwhile are given
+    /// back (at most once per [`mapping::RELEASE_EVERY`]).
     pub fn snapshot(&self) -> Result<Snapshot<'_>, LmdbError> {
         Ok(Snapshot {
             t: self.t,
@@ -181,6 +184,7 @@ impl StrfryDb {
             txn: self.env.begin_ro_txn()?,
             dicts: RefCell::new(HashMap::new()),
             map: self.map,
+            releaser: &self.releaser,
         })
     }
 }
@@ -202,6 +206,13 @@ pub struct Snapshot<'db> {
     txn: RoTransaction<'db>,
     dicts: RefCell<HashMap<u32, zstd::bulk::Decompressor<'static>>>,
     map: Option<mapping::MapRange>,
+    releaser: &'db mapping::Releaser,
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        self.releaser.read_ended();
+    }
 }
 
 fn lev_of(v: &[u8]) -> u64 {
