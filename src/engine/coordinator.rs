@@ -2,7 +2,7 @@
 //! URL excluded, `max_relays`), and runs one task per relay, steering each through its inbox
 //! (target changes, bad signatures, shutdown). Dropping the index sender shuts everything down.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -11,11 +11,11 @@ use crate::engine::inbox::{inbox, RelayHandle};
 use tokio::task::JoinHandle;
 
 use crate::accepted::RepoSyncIndex;
-use crate::engine::relay_task::{run_relay, Ctx, RelayTarget};
+use crate::engine::relay_task::{run_relay, Ctx};
 use crate::engine::relays::PersistedRelay;
 use crate::engine::status::{SyncSettings, SyncStatus, REFUSED_SAMPLE_PER_REASON};
 use crate::engine::store::{Fetched, LocalStore};
-use crate::engine::targets::{derive_relay_targets, summarize_refusals, TargetRules};
+use crate::engine::targets::{derive_relay_targets, summarize_refusals, TargetRules, Targets};
 use crate::policy::RelayUrl;
 use crate::remote::Dialer;
 
@@ -129,20 +129,26 @@ async fn coordinate(
         }
         tracing::debug!(targets = summary.targets, refused = ?summary.by_reason, "relay targets chosen");
         status.set_refusals(summary);
-        for (url, target) in &targets.relays {
+        // Each relay's items move into the one shared copy its task reads; nothing else keeps
+        // them while the engine waits for the next index.
+        let Targets { relays, bootstrap, .. } = targets;
+        let targeted: BTreeSet<RelayUrl> = relays.keys().cloned().collect();
+        for (url, target) in relays {
+            let url = &url;
+            let target = Arc::new(target);
             status.update(url, |r| {
                 r.repos = target.repos.len();
                 r.root_events = target.root_events.len();
             });
             match running.get(url) {
                 Some(r) if !r.task.is_finished() => {
-                    r.handle.set_target(target);
+                    r.handle.set_target(&target);
                 }
                 _ => {
-                    let (handle, inbox) = inbox(target.clone());
+                    let (handle, inbox) = inbox(target);
                     let ctx = Ctx {
                         url: url.clone(),
-                        bootstrap: targets.is_bootstrap(url),
+                        bootstrap: bootstrap.contains(url),
                         settings: cfg.settings.clone(),
                         store: store.clone(),
                         sink: sink.clone(),
@@ -157,16 +163,16 @@ async fn coordinate(
         }
         // Relays closed on an earlier pass and still not targeted leave the status board.
         for url in std::mem::take(&mut gone) {
-            if !running.contains_key(&url) && !targets.relays.contains_key(&url) {
+            if !running.contains_key(&url) && !targeted.contains(&url) {
                 status.remove(&url);
             }
         }
         running.retain(|url, r| {
-            if targets.relays.contains_key(url) {
+            if targeted.contains(url) {
                 return true;
             }
             // No longer a target: the task closes the connection once it is idle.
-            r.handle.set_target(&RelayTarget::default());
+            r.handle.set_target(&Arc::default());
             if r.task.is_finished() {
                 gone.push(url.clone());
                 return false;

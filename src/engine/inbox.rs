@@ -5,6 +5,11 @@
 //! other commands queue up to [`CONTROL_QUEUE`], and a bad signature reported while the queue is
 //! full is dropped from the budget (the relay has then sent far more than the budget allows and
 //! is being disconnected anyway; the status still counts it).
+//!
+//! A target is shared, not copied: the engine's choice, the inbox and the task's planner hold the
+//! same [`Arc`] (a relay's target can name tens of thousands of root events).
+
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
@@ -17,7 +22,7 @@ pub const CONTROL_QUEUE: usize = 64;
 #[derive(Debug, Clone, PartialEq)]
 pub enum RelayCommand {
     /// Sync this from now on (an empty target: close once idle).
-    Target(RelayTarget),
+    Target(Arc<RelayTarget>),
     /// An event this relay sent failed signature verification at the consumer.
     BadSignature,
     /// Stop: the engine is shutting down.
@@ -33,19 +38,19 @@ enum Control {
 /// The engine's end of a relay task's inbox. Dropping it shuts the task down.
 #[derive(Debug)]
 pub struct RelayHandle {
-    target: watch::Sender<RelayTarget>,
+    target: watch::Sender<Arc<RelayTarget>>,
     control: mpsc::Sender<Control>,
 }
 
 /// The task's end.
 #[derive(Debug)]
 pub struct Inbox {
-    target: watch::Receiver<RelayTarget>,
+    target: watch::Receiver<Arc<RelayTarget>>,
     control: mpsc::Receiver<Control>,
 }
 
 /// A relay task's inbox, starting with `target`.
-pub fn inbox(target: RelayTarget) -> (RelayHandle, Inbox) {
+pub fn inbox(target: Arc<RelayTarget>) -> (RelayHandle, Inbox) {
     let (ttx, trx) = watch::channel(target);
     let (ctx, crx) = mpsc::channel(CONTROL_QUEUE);
     (RelayHandle { target: ttx, control: ctx }, Inbox { target: trx, control: crx })
@@ -53,9 +58,9 @@ pub fn inbox(target: RelayTarget) -> (RelayHandle, Inbox) {
 
 impl RelayHandle {
     /// Replaces the target; returns whether it changed (the task is woken only then).
-    pub fn set_target(&self, target: &RelayTarget) -> bool {
+    pub fn set_target(&self, target: &Arc<RelayTarget>) -> bool {
         self.target.send_if_modified(|cur| {
-            let changed = cur != target;
+            let changed = **cur != **target;
             if changed {
                 *cur = target.clone();
             }
@@ -76,12 +81,12 @@ impl RelayHandle {
 
 impl Inbox {
     /// The latest target.
-    pub fn target(&self) -> watch::Ref<'_, RelayTarget> {
+    pub fn target(&self) -> watch::Ref<'_, Arc<RelayTarget>> {
         self.target.borrow()
     }
 
     /// The latest target, marking it seen.
-    pub fn take_target(&mut self) -> RelayTarget {
+    pub fn take_target(&mut self) -> Arc<RelayTarget> {
         self.target.borrow_and_update().clone()
     }
 
@@ -106,10 +111,10 @@ impl Inbox {
 mod tests {
     use super::*;
 
-    fn target(roots: &[u8]) -> RelayTarget {
+    fn target(roots: &[u8]) -> Arc<RelayTarget> {
         let mut t = RelayTarget::default();
         t.root_events.extend(roots.iter().map(|b| [*b; 32]));
-        t
+        Arc::new(t)
     }
 
     #[tokio::test]
@@ -128,7 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_control_queue_is_bounded_and_a_dropped_handle_shuts_down() {
-        let (h, mut inbox) = inbox(RelayTarget::default());
+        let (h, mut inbox) = inbox(Arc::default());
         let sent = (0..CONTROL_QUEUE * 2).filter(|_| h.bad_signature()).count();
         assert_eq!(sent, CONTROL_QUEUE);
         drop(h);

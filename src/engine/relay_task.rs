@@ -37,12 +37,28 @@ pub enum Item {
 pub type RelayTarget = ItemSet;
 
 /// Every item of a target, announcements (L1) included.
-pub fn target_items(t: &RelayTarget) -> BTreeSet<Item> {
-    let mut out = BTreeSet::from([Item::Announcements]);
-    out.extend(t.repos.iter().cloned().map(Item::Repo));
-    out.extend(t.root_events.iter().copied().map(Item::Root));
-    out.extend(t.related.iter().copied().map(Item::Related));
-    out
+#[cfg(test)]
+pub(crate) fn target_items(t: &RelayTarget) -> BTreeSet<Item> {
+    items_of(t).collect()
+}
+
+/// The items of a target one by one, in [`Item`] order (announcements first), without a copy of
+/// the target.
+pub fn items_of(t: &RelayTarget) -> impl Iterator<Item = Item> + '_ {
+    std::iter::once(Item::Announcements)
+        .chain(t.repos.iter().cloned().map(Item::Repo))
+        .chain(t.root_events.iter().copied().map(Item::Root))
+        .chain(t.related.iter().copied().map(Item::Related))
+}
+
+/// Whether `item` is one of the target's items (announcements always are).
+pub fn has_item(t: &RelayTarget, item: &Item) -> bool {
+    match item {
+        Item::Announcements => true,
+        Item::Repo(c) => t.repos.contains(c),
+        Item::Root(id) => t.root_events.contains(id),
+        Item::Related(id) => t.related.contains(id),
+    }
 }
 
 /// What a relay's task remembers across connections.

@@ -160,7 +160,7 @@ impl Planner {
         }
         self.retry_at = None;
         let current = &self.current;
-        self.mem.failed.retain(|i| current.contains(i));
+        self.mem.failed.retain(|i| crate::engine::relay_task::has_item(current, i));
         let items: Vec<Item> = self.mem.failed.iter().filter(|i| !self.pending.contains(*i)).cloned().collect();
         if !items.is_empty() {
             tracing::info!(relay = %self.ctx.url, items = items.len(), "retrying failed historic sync");

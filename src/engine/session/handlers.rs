@@ -88,7 +88,7 @@ impl Planner {
         s.acked = true;
         match s.kind {
             SubKind::Live { filters, .. } => {
-                s.kind = SubKind::Live { filters, prev: Vec::new(), ready: true };
+                s.kind = SubKind::Live { filters, prev: Default::default(), ready: true };
                 self.subs.insert(sub, s);
             }
             SubKind::Page { batch, mut pager, .. } => {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::items::{rank_newest, req_limits};
 use super::live::{self, extra_reqs, live_reqs, HotCandidates};
-use super::planner::{Job, JobKind, Planner, Sub, SubKind};
-use crate::engine::relay_task::Item;
+use super::planner::{Job, JobKind, LiveReq, Planner, Sub, SubKind};
+use crate::engine::relay_task::{items_of, Item};
 use crate::policy::{Id, RepoCoord};
 use crate::remote::negentropy::{frame_limit_for, NegSession};
 use crate::wire::conn::MAX_NEG_FRAME;
@@ -96,12 +96,12 @@ impl Planner {
         self.queue.push_front(job);
     }
 
-    fn open_live(&mut self, filters: Vec<Filter>) -> Option<String> {
+    fn open_live(&mut self, filters: LiveReq) -> Option<String> {
         let sub = self.sub_id("live");
-        if !self.emit(ClientMsg::Req { sub: sub.clone(), filters: filters.clone() }) {
+        if !self.emit(ClientMsg::Req { sub: sub.clone(), filters: filters.to_vec() }) {
             return None;
         }
-        let kind = SubKind::Live { filters, prev: Vec::new(), ready: false };
+        let kind = SubKind::Live { filters, prev: LiveReq::default(), ready: false };
         self.subs.insert(sub.clone(), Sub { kind, acked: false, deadline: None });
         Some(sub)
     }
@@ -124,15 +124,15 @@ impl Planner {
                     continue;
                 }
                 let filters = self.live_plan[i].clone();
-                if !self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.clone() }) {
+                if !self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.to_vec() }) {
                     continue;
                 }
                 let sub = self.subs.get_mut(&id).expect("present");
                 // Events of the old filters may still arrive until the new EOSE.
-                let blank = SubKind::Live { filters: Vec::new(), prev: Vec::new(), ready: false };
+                let blank = SubKind::Live { filters: LiveReq::default(), prev: LiveReq::default(), ready: false };
                 let prev = match std::mem::replace(&mut sub.kind, blank) {
                     SubKind::Live { filters, .. } => filters,
-                    _ => Vec::new(),
+                    _ => LiveReq::default(),
                 };
                 sub.kind = SubKind::Live { filters, prev, ready: false };
                 sub.acked = false;
@@ -194,13 +194,13 @@ impl Planner {
         self.live_shrunk = false;
         self.live_dirty = false;
         self.live_built_at = Some(self.now);
-        let (repos, roots, related) = by_layer(self.current.iter());
+        let (repos, roots, related) = by_layer(items_of(&self.current));
         let ranked = rank_newest(self.ctx.store.as_ref(), &roots);
         let ranked_related = rank_newest(self.ctx.store.as_ref(), &related);
         let slots = live::live_slots(self.mem.budget);
         let c = HotCandidates { repos: &repos, roots: &ranked, related: &ranked_related };
         let pack = live_reqs(c, slots, &req_limits(self.frame_limit()));
-        let reqs = pack.reqs;
+        let reqs: Vec<LiveReq> = pack.reqs.into_iter().map(LiveReq::new).collect();
         let mut hot: std::collections::BTreeSet<Item> = repos.into_iter().take(pack.repos).map(Item::Repo).collect();
         hot.extend(ranked.into_iter().take(pack.roots).map(Item::Root));
         hot.extend(ranked_related.into_iter().take(pack.related).map(Item::Related));
@@ -224,7 +224,7 @@ impl Planner {
             self.live_extend_scans += 1;
         }
         let hot = &self.hot_items;
-        let (repos, roots, related) = by_layer(self.current.iter().filter(|i| !hot.contains(*i)));
+        let (repos, roots, related) = by_layer(items_of(&self.current).filter(|i| !hot.contains(i)));
         if repos.is_empty() && roots.is_empty() && related.is_empty() {
             return true;
         }
@@ -240,7 +240,7 @@ impl Planner {
         self.hot_items.extend(related.into_iter().take(pack.related).map(Item::Related));
         let reqs = pack.reqs;
         if !reqs.is_empty() {
-            self.live_plan.extend(reqs);
+            self.live_plan.extend(reqs.into_iter().map(LiveReq::new));
             self.live_pending = true;
         }
         all
@@ -293,13 +293,13 @@ impl Planner {
 }
 
 /// The repositories, root events and related events among `items`, in their order (one pass).
-fn by_layer<'a>(items: impl Iterator<Item = &'a Item>) -> (Vec<RepoCoord>, Vec<Id>, Vec<Id>) {
+fn by_layer(items: impl Iterator<Item = Item>) -> (Vec<RepoCoord>, Vec<Id>, Vec<Id>) {
     let (mut repos, mut roots, mut related) = (Vec::new(), Vec::new(), Vec::new());
     for item in items {
         match item {
-            Item::Repo(c) => repos.push(c.clone()),
-            Item::Root(id) => roots.push(*id),
-            Item::Related(id) => related.push(*id),
+            Item::Repo(c) => repos.push(c),
+            Item::Root(id) => roots.push(id),
+            Item::Related(id) => related.push(id),
             Item::Announcements => {}
         }
     }

@@ -12,6 +12,7 @@
 //! ([`Relevance`]), counted, and never held against the relay.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::engine::layers::{
     live, related_filter, with_lengths, Packer, ReqLimits, MAX_TAG_VALUE_BYTES, MAX_VALUES_PER_FILTER, RELATED_KINDS,
@@ -137,26 +138,29 @@ fn pack_live(broad: bool, c: HotCandidates<'_>, slots: usize, limits: &ReqLimits
 /// decides whether it names this service); anything tagging one of
 /// its repositories (`a`, `A`, `q`) or root events (`e`, `E`, `q`); state (30618) of one of
 /// its repository identifiers; a deletion or reaction naming one of its related events (`e`).
+/// Root and related events are looked up in the shared target itself (no copy of them).
 #[derive(Debug, Default)]
 pub(crate) struct Relevance {
     coords: HashSet<String>,
     ds: HashSet<String>,
-    roots: HashSet<Id>,
-    related: HashSet<Id>,
+    target: Arc<RelayTarget>,
 }
 
 impl Relevance {
-    pub(crate) fn new(t: &RelayTarget) -> Self {
+    pub(crate) fn new(t: &Arc<RelayTarget>) -> Self {
         Relevance {
             coords: t.repos.iter().map(|r| r.to_string()).collect(),
             ds: t.repos.iter().map(|r| r.d.clone()).collect(),
-            roots: t.root_events.iter().copied().collect(),
-            related: t.related.iter().copied().collect(),
+            target: t.clone(),
         }
     }
 
     pub(crate) fn has_root(&self, id: &Id) -> bool {
-        self.roots.contains(id)
+        self.target.root_events.contains(id)
+    }
+
+    fn has_related(&self, id: &Id) -> bool {
+        self.target.related.contains(id)
     }
 
     pub(crate) fn is_relevant(&self, note: &Note) -> bool {
@@ -168,10 +172,9 @@ impl Relevance {
             let v = t[1].as_str();
             match t[0].as_str() {
                 "a" | "A" => self.coords.contains(v),
-                "e" => parse_hex32(v)
-                    .is_some_and(|id| self.roots.contains(&id) || (about_related && self.related.contains(&id))),
-                "E" => parse_hex32(v).is_some_and(|id| self.roots.contains(&id)),
-                "q" => self.coords.contains(v) || parse_hex32(v).is_some_and(|id| self.roots.contains(&id)),
+                "e" => parse_hex32(v).is_some_and(|id| self.has_root(&id) || (about_related && self.has_related(&id))),
+                "E" => parse_hex32(v).is_some_and(|id| self.has_root(&id)),
+                "q" => self.coords.contains(v) || parse_hex32(v).is_some_and(|id| self.has_root(&id)),
                 "d" => note.kind == KIND_STATE && self.ds.contains(v),
                 _ => false,
             }

@@ -65,8 +65,7 @@ pub(crate) async fn run(
         counters: conn.counters().clone(),
     };
     let mut p = Planner::new(pctx, mem, degraded_until, Instant::now());
-    let t = inbox.take_target();
-    let mut step = p.start(strategy, &t, Instant::now());
+    let mut step = p.start(strategy, &inbox.take_target(), Instant::now());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let end = loop {

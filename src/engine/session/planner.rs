@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::engine::layers;
 use crate::engine::lifecycle::ConnectStrategy;
-use crate::engine::relay_task::{target_items, Item, RelayMemory, RelayTarget};
+use crate::engine::relay_task::{has_item, items_of, Item, RelayMemory, RelayTarget};
 use crate::engine::status::{HealthStatus, RelayReport, RelayStatus, SyncSettings, SyncStatus};
 use crate::engine::store::LocalStore;
 use crate::policy::{Id, Note, RelayUrl};
@@ -61,11 +61,14 @@ pub(super) struct Job {
     pub kind: JobKind,
 }
 
+/// The filters of one live REQ, shared by the live plan and the subscription carrying them.
+pub(super) type LiveReq = Arc<Vec<Filter>>;
+
 pub(super) enum SubKind {
     /// `prev`: the filters this id carried before it was replaced (events may still come).
     Live {
-        filters: Vec<Filter>,
-        prev: Vec<Filter>,
+        filters: LiveReq,
+        prev: LiveReq,
         ready: bool,
     },
     Neg {
@@ -126,13 +129,14 @@ pub(crate) struct Planner {
     pub(super) related_due: BTreeSet<Item>,
     /// The hot set was ranked again after this connection's first round.
     pub(super) reranked: bool,
-    pub(super) current: BTreeSet<Item>,
+    /// The target as planned: the task's shared copy, not one of the planner's own.
+    pub(super) current: Arc<RelayTarget>,
     pub(super) relevance: Relevance,
     pub(super) abuse: Budget,
     pub(super) live_rate: TokenBucket,
     pub(super) retry_at: Option<Instant>,
     /// Live REQs wanted (broad filters first, then the hot set), and the ids carrying them.
-    pub(super) live_plan: Vec<Vec<Filter>>,
+    pub(super) live_plan: Vec<LiveReq>,
     pub(super) live_subs: Vec<String>,
     /// Items named by the hot set (the rest is swept).
     pub(super) hot_items: BTreeSet<Item>,
@@ -175,6 +179,25 @@ pub(crate) struct Planner {
 
 pub(super) type Step = Result<(), SessionEnd>;
 
+/// A target handed to the planner: the task's shared one is kept as it is, without a copy.
+pub(crate) trait SharedTarget {
+    fn shared(self) -> Arc<RelayTarget>;
+}
+
+impl SharedTarget for &Arc<RelayTarget> {
+    fn shared(self) -> Arc<RelayTarget> {
+        Arc::clone(self)
+    }
+}
+
+/// Tests plan plain targets.
+#[cfg(test)]
+impl SharedTarget for &RelayTarget {
+    fn shared(self) -> Arc<RelayTarget> {
+        Arc::new(self.clone())
+    }
+}
+
 impl Planner {
     pub(crate) fn new(ctx: PlannerCtx, mem: RelayMemory, degraded_until: Option<Instant>, now: Instant) -> Self {
         let limits = ctx.settings.abuse;
@@ -194,7 +217,7 @@ impl Planner {
             syncing: false,
             related_due: BTreeSet::new(),
             reranked: false,
-            current: BTreeSet::new(),
+            current: Arc::default(),
             relevance: Relevance::default(),
             abuse: Budget::new(limits, now),
             live_rate: TokenBucket::new(limits.live_events_per_sec, limits.live_burst, now),
@@ -243,7 +266,8 @@ impl Planner {
     }
 
     /// The connection is up: plan the first round (fresh start or quick reconnect).
-    pub(crate) fn start(&mut self, strategy: ConnectStrategy, target: &RelayTarget, now: Instant) -> Step {
+    pub(crate) fn start(&mut self, strategy: ConnectStrategy, target: impl SharedTarget, now: Instant) -> Step {
+        let target = &target.shared();
         self.now = now;
         let restored = self.mem.restored.take();
         match strategy {
@@ -259,8 +283,7 @@ impl Planner {
                 self.report(|r| r.quick_reconnects += 1);
                 if let Some(saved) = restored {
                     // A restart: what was confirmed before it, as far as it is still targeted.
-                    let items = target_items(target);
-                    self.mem.confirmed = items.into_iter().filter(|i| saved.contains(&item_digest(i))).collect();
+                    self.mem.confirmed = items_of(target).filter(|i| saved.contains(&item_digest(i))).collect();
                 }
                 // Confirmed items: a historic catch-up for the time away (live is by tier).
                 let confirmed: Vec<Item> = std::mem::take(&mut self.mem.confirmed).into_iter().collect();
@@ -272,38 +295,35 @@ impl Planner {
     }
 
     /// The target changed.
-    pub(crate) fn on_target(&mut self, target: &RelayTarget, now: Instant) -> Step {
+    pub(crate) fn on_target(&mut self, target: impl SharedTarget, now: Instant) -> Step {
         self.now = now;
-        self.plan(target);
+        self.plan(&target.shared());
         self.settle()
     }
 
     /// `target − pending − confirmed`: new items get a full historic sync. Confirmed items no
     /// longer targeted are forgotten.
-    fn plan(&mut self, target: &RelayTarget) {
-        let items = target_items(target);
-        if items != self.current {
+    fn plan(&mut self, target: &Arc<RelayTarget>) {
+        // The first plan of a connection is a change (its items include the announcements).
+        if self.target_generation == 0 || **target != *self.current {
             self.target_generation += 1;
             self.live_dirty = true;
             self.persist_dirty = true;
-            self.live_shrunk |= self.hot_items.iter().any(|i| !items.contains(i));
+            self.live_shrunk |= self.hot_items.iter().any(|i| !has_item(target, i));
         }
-        self.current = items;
+        self.current = target.clone();
         self.relevance = Relevance::new(target);
         self.awaiting_roots.retain(|id, _| !target.root_events.contains(id));
         let current = &self.current;
-        self.mem.confirmed.retain(|i| current.contains(i));
-        self.related_due.retain(|i| current.contains(i));
-        let (related, new): (Vec<Item>, Vec<Item>) = self
-            .current
-            .iter()
+        self.mem.confirmed.retain(|i| has_item(current, i));
+        self.related_due.retain(|i| has_item(current, i));
+        let (related, new): (Vec<Item>, Vec<Item>) = items_of(&self.current)
             .filter(|i| {
-                !self.pending.contains(*i)
-                    && !self.mem.confirmed.contains(*i)
-                    && !self.mem.failed.contains(*i)
-                    && !self.related_due.contains(*i)
+                !self.pending.contains(i)
+                    && !self.mem.confirmed.contains(i)
+                    && !self.mem.failed.contains(i)
+                    && !self.related_due.contains(i)
             })
-            .cloned()
             .partition(|i| matches!(i, Item::Related(_)));
         self.start_items(new, None, false);
         // Deletions and reactions of accepted comments, status and PR updates (L4) are not part
@@ -563,13 +583,13 @@ impl Planner {
         for item in b.items {
             self.mem.failed.remove(&item);
             if b.sweep {
-                if self.current.contains(&item) {
+                if has_item(&self.current, &item) {
                     self.mem.confirmed.insert(item);
                 }
                 continue;
             }
             self.pending.remove(&item);
-            if !self.current.contains(&item) {
+            if !has_item(&self.current, &item) {
                 continue;
             }
             if item == Item::Announcements {
