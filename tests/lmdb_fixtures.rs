@@ -230,6 +230,17 @@ fn local_sets_follow_the_sync_filter_shapes() {
     assert_eq!(set(&Filter::kinds([1621, 1617]).since(at)).len(), 2, "issue_gamma and issue_beta");
     let f = Filter { ids: ids(&["note_unrelated", "ann_beta"]), ..Default::default() };
     assert_eq!(set(&f), ids(&["note_unrelated", "ann_beta"]));
+    // Ids alone are answered from the id index alone: the same `(created_at, id)` pairs as a walk
+    // over every event, within `since`/`until` too.
+    let walked = |f: &Filter| -> Vec<(u64, [u8; 32])> {
+        let all = snap.local_set(&Filter::default()).unwrap();
+        let (lo, hi) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
+        all.into_iter().filter(|(at, id)| f.ids.contains(&hex::encode(id)) && (lo..=hi).contains(at)).collect()
+    };
+    assert_eq!(snap.local_set(&f).unwrap(), walked(&f));
+    let newer = snap.local_set(&f).unwrap().iter().map(|(at, _)| *at).max().unwrap();
+    let bounded = Filter { since: Some(newer), ..f.clone() };
+    assert_eq!(snap.local_set(&bounded).unwrap(), walked(&bounded));
     assert_eq!(set(&Filter::default()).len(), 20);
     let list = snap.local_set(&Filter::default()).unwrap();
     assert!(list.windows(2).all(|w| w[0] < w[1]), "sorted by (created_at, id), no duplicates");

@@ -69,6 +69,17 @@ impl Snapshot<'_> {
         if c.since > c.until {
             return Ok(Vec::new());
         }
+        if let (Some(ids), None, None, true) = (&c.ids, &c.authors, &c.kinds, c.tags.is_empty()) {
+            // Ids alone (the hot set's ranking asks for tens of thousands): the id index holds
+            // each stored event's `created_at`, so no event is read and no event page is mapped.
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                self.scan_prefix(self.t.id, id, c.since, c.until, |at, _| out.push((at, *id)))?;
+            }
+            out.sort_unstable();
+            out.dedup();
+            return Ok(out);
+        }
         let mut levs: Vec<u64> = Vec::new();
         let mut push = |_: u64, lev: u64| levs.push(lev);
         if let Some(ids) = &c.ids {
