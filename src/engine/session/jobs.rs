@@ -173,8 +173,10 @@ impl Planner {
             return;
         }
         let first = self.live_built_at.is_none();
-        let rerank = std::mem::take(&mut self.live_rerank);
-        if let Some(t) = self.live_built_at.filter(|_| !rerank) {
+        let rerank = self.live_rerank.take();
+        // The ranking alone is not a consolidation; with a target change since, it is one.
+        let counted = !first && rerank.is_none_or(|g| g != self.target_generation);
+        if let Some(t) = self.live_built_at.filter(|_| rerank.is_none()) {
             if self.now < t + self.ctx.settings.consolidation_interval {
                 // Too soon to repack: new items may still get a REQ of their own in a free
                 // live slot (nothing open is touched). Tried again only once the target or the
@@ -208,7 +210,7 @@ impl Planner {
         if reqs == self.live_plan {
             return;
         }
-        if !first && !rerank {
+        if counted {
             tracing::info!(relay = %self.ctx.url, reqs = reqs.len(), hot = self.hot_items.len(), "live set rebuilt");
             self.report(|r| r.consolidations += 1);
         }

@@ -150,8 +150,9 @@ pub(crate) struct Planner {
     /// Items left the target since the live set was built (their filters are stale).
     pub(super) live_shrunk: bool,
     pub(super) live_built_at: Option<Instant>,
-    /// The next live rebuild is the ranking after the first round (see `maybe_finish`).
-    pub(super) live_rerank: bool,
+    /// The next live rebuild is the ranking after the first round (see `maybe_finish`), asked
+    /// for at this target generation.
+    pub(super) live_rerank: Option<u64>,
     /// Bumped whenever the target's items change.
     pub(super) target_generation: u64,
     /// `(free live slots, target generation)` when the target was last scanned for items to add
@@ -231,7 +232,7 @@ impl Planner {
             last_catch_up: None,
             live_shrunk: false,
             live_built_at: None,
-            live_rerank: false,
+            live_rerank: None,
             target_generation: 0,
             live_extend_tried: None,
             #[cfg(test)]
@@ -518,7 +519,7 @@ impl Planner {
             // Not a consolidation: it does not wait for the interval.
             self.reranked = true;
             self.live_dirty = true;
-            self.live_rerank = true;
+            self.live_rerank = Some(self.target_generation);
         }
         if self.batches.is_empty() {
             // Ids asked for in this round arrived or failed with their batch: forget them.

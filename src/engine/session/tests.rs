@@ -553,3 +553,26 @@ fn after_the_first_round_the_hot_set_is_the_newest_roots_the_host_now_holds() {
     assert!(!p.hot_items.contains(&Item::Root(root_id(0))), "the oldest root is left to the sweep");
     assert_eq!(status.relay(&p.ctx.url).unwrap().consolidations, 0, "not counted as a consolidation");
 }
+
+#[test]
+fn a_target_change_before_the_re_ranking_is_applied_counts_as_one_consolidation() {
+    let (mut target, events) = world(50, 5_000);
+    let mut relay = ModelRelay { events, poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
+    let store = Arc::new(MemoryStore::new());
+    let (mut p, status) = planner_with(15, settings(), store.clone());
+    let t0 = Instant::now();
+    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
+    for i in 0..5_000 {
+        store.insert(root(i));
+    }
+    run_at(&mut p, &mut relay, 15, t0);
+    // The round is complete and its re-ranking pending when a repository is dropped.
+    assert!(p.live_rerank.is_some());
+    let dropped = coord(49);
+    target = RelayTarget { repos: target.repos.iter().filter(|r| **r != dropped).cloned().collect(), ..target };
+    p.on_target(&target, t0).unwrap();
+    p.on_tick(t0 + Duration::from_millis(50)).unwrap();
+    assert!(!p.hot_items.contains(&Item::Repo(dropped)), "rebuilt at once without the dropped repository");
+    assert!((4_900..5_000).all(|i| p.hot_items.contains(&Item::Root(root_id(i)))), "and ranked by the host");
+    assert_eq!(status.relay(&p.ctx.url).unwrap().consolidations, 1, "a change: one consolidation");
+}
