@@ -532,21 +532,26 @@ fn a_repack_closes_the_reqs_it_empties_only_after_the_replacing_reqs_are_registe
     assert_eq!(p.live_subs, vec![first]);
 }
 
-#[test]
-fn after_the_first_round_the_hot_set_is_the_newest_roots_the_host_now_holds() {
+/// A first sync of 5,000 roots over 50 repositories, the host receiving the roots as history
+/// brings them (at first it holds none: all rank alike), run to its end at `t0`.
+fn first_sync_of_5000_roots(t0: Instant) -> (Planner, SyncStatus, RelayTarget) {
     let (target, events) = world(50, 5_000);
     let mut relay = ModelRelay { events, poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
-    // The host holds no root when the session starts (a first sync): all rank alike.
     let store = Arc::new(MemoryStore::new());
     let (mut p, status) = planner_with(15, settings(), store.clone());
-    let t0 = Instant::now();
     p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
-    // History brings them (the daemon writes them to the host meanwhile).
     for i in 0..5_000 {
         store.insert(root(i));
     }
-    run(&mut p, &mut relay, 15);
+    run_at(&mut p, &mut relay, 15, t0);
     assert_eq!(status.relay(&p.ctx.url).unwrap().status, crate::status::RelayStatus::Connected);
+    (p, status, target)
+}
+
+#[test]
+fn after_the_first_round_the_hot_set_is_the_newest_roots_the_host_now_holds() {
+    let t0 = Instant::now();
+    let (mut p, status, _) = first_sync_of_5000_roots(t0);
     p.on_tick(t0 + Duration::from_millis(50)).unwrap();
     let newest: Vec<Item> = (4_900..5_000).map(|i| Item::Root(root_id(i))).collect();
     assert!(newest.iter().all(|i| p.hot_items.contains(i)), "the 100 newest roots are live by id");
@@ -556,16 +561,8 @@ fn after_the_first_round_the_hot_set_is_the_newest_roots_the_host_now_holds() {
 
 #[test]
 fn a_target_change_before_the_re_ranking_is_applied_counts_as_one_consolidation() {
-    let (mut target, events) = world(50, 5_000);
-    let mut relay = ModelRelay { events, poisoned: HashSet::new(), open: HashSet::new(), max_open: 0 };
-    let store = Arc::new(MemoryStore::new());
-    let (mut p, status) = planner_with(15, settings(), store.clone());
     let t0 = Instant::now();
-    p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
-    for i in 0..5_000 {
-        store.insert(root(i));
-    }
-    run_at(&mut p, &mut relay, 15, t0);
+    let (mut p, status, mut target) = first_sync_of_5000_roots(t0);
     // The round is complete and its re-ranking pending when a repository is dropped.
     assert!(p.live_rerank.is_some());
     let dropped = coord(49);
