@@ -12,7 +12,6 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-
 use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpStream;
@@ -102,7 +101,7 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 pub async fn handshake(url: &RelayUrl, tcp: TcpStream) -> Result<WsStream, DialError> {
     let fail = |e: String| DialError::Handshake(url.to_string(), e);
     let _ = tcp.set_nodelay(true);
-    let socket = if url.as_str().starts_with("wss://") {
+    let socket = if url.is_tls() {
         let name = rustls::pki_types::ServerName::try_from(url.host()).map_err(|e| fail(e.to_string()))?;
         let tls = tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp).await;
         MaybeTlsStream::Rustls(tls.map_err(|e| fail(format!("TLS: {e}")))?)

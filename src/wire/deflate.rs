@@ -308,10 +308,6 @@ impl<S> Deflate<S> {
                 break;
             }
             let frame = &self.raw_in[pos..end];
-            let mut payload = frame[h.len..].to_vec();
-            if let Some(key) = h.mask {
-                unmask(&mut payload, key);
-            }
             let first_compressed = h.rsv1 && (h.opcode == 1 || h.opcode == 2);
             if h.opcode >= 8 || (!first_compressed && codec.collecting.is_none()) {
                 // Control frames, uncompressed messages and their fragments pass as they are.
@@ -328,7 +324,11 @@ impl<S> Deflate<S> {
                     return Err(invalid("a new message before the last one ended"));
                 }
                 let (opcode, mut body) = codec.collecting.take().unwrap_or((h.opcode, Vec::new()));
-                body.extend_from_slice(&payload);
+                let start = body.len();
+                body.extend_from_slice(&frame[h.len..]);
+                if let Some(key) = h.mask {
+                    unmask(&mut body[start..], key);
+                }
                 if body.len() > self.limit {
                     return Err(invalid("a compressed message over the limit"));
                 }
