@@ -82,6 +82,27 @@ async fn pipelined_writes_are_all_stored_and_duplicates_recognised() {
     assert!(left.is_empty(), "every event was written before the task finished");
 }
 
+/// 20 comments and 20 issues, interleaved children first, then their announcement.
+fn children_first() -> Vec<Note> {
+    let keys = Keys::generate();
+    let mut notes = Vec::new();
+    for i in 0..20 {
+        notes.push(signed(&keys, 1111, &format!("comment {i}"), 1_700_000_100 - i));
+        notes.push(signed(&keys, 1621, &format!("issue {i}"), 1_700_000_050 - i));
+    }
+    notes.push(signed(&keys, 30617, "announcement", 1_700_000_000));
+    notes
+}
+
+/// The host answered the announcement first and every issue before any comment.
+fn assert_parents_first(got: &[Report]) {
+    let kinds: Vec<u64> = got.iter().map(|r| r.note.kind).collect();
+    assert_eq!(kinds[0], 30617, "announcement first: {kinds:?}");
+    let last_issue = kinds.iter().rposition(|k| *k == 1621).unwrap();
+    let first_comment = kinds.iter().position(|k| *k == 1111).unwrap();
+    assert!(last_issue < first_comment, "root events before comments: {kinds:?}");
+}
+
 #[tokio::test]
 async fn events_wait_for_a_host_that_is_down_and_leave_parents_first() {
     let port = support::strfry::free_port();
@@ -91,14 +112,8 @@ async fn events_wait_for_a_host_that_is_down_and_leave_parents_first() {
     cfg.base_backoff_secs = 1;
     cfg.max_backoff_secs = 1;
     let (handle, _task) = ingest::spawn(cfg, reports_tx, stop, Duration::from_secs(5));
-    let keys = Keys::generate();
     // Submitted children first; the host is not up yet.
-    let mut notes = Vec::new();
-    for i in 0..20 {
-        notes.push(signed(&keys, 1111, &format!("comment {i}"), 1_700_000_100 - i));
-        notes.push(signed(&keys, 1621, &format!("issue {i}"), 1_700_000_050 - i));
-    }
-    notes.push(signed(&keys, 30617, "announcement", 1_700_000_000));
+    let notes = children_first();
     for n in &notes {
         handle.submit(n.clone(), None).await.unwrap();
     }
@@ -113,11 +128,7 @@ async fn events_wait_for_a_host_that_is_down_and_leave_parents_first() {
     let refused: Vec<_> =
         got.iter().filter(|r| r.outcome != Outcome::Stored).map(|r| (r.note.kind, &r.outcome)).collect();
     assert!(refused.is_empty(), "{refused:?}");
-    let kinds: Vec<u64> = got.iter().map(|r| r.note.kind).collect();
-    assert_eq!(kinds[0], 30617, "announcement first: {kinds:?}");
-    let last_issue = kinds.iter().rposition(|k| *k == 1621).unwrap();
-    let first_comment = kinds.iter().position(|k| *k == 1111).unwrap();
-    assert!(last_issue < first_comment, "root events before comments: {kinds:?}");
+    assert_parents_first(&got);
 }
 
 #[tokio::test]
@@ -132,25 +143,15 @@ async fn events_submitted_together_to_a_connected_host_leave_parents_first() {
         assert!(tokio::time::Instant::now() < deadline, "ingest connects to the host");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let keys = Keys::generate();
     // Children handed over first, in one burst (as a relay's batch arrives); the window is empty.
-    let mut notes = Vec::new();
-    for i in 0..20 {
-        notes.push(signed(&keys, 1111, &format!("comment {i}"), 1_700_000_100 - i));
-        notes.push(signed(&keys, 1621, &format!("issue {i}"), 1_700_000_050 - i));
-    }
-    notes.push(signed(&keys, 30617, "announcement", 1_700_000_000));
+    let notes = children_first();
     for n in &notes {
         handle.submit(n.clone(), None).await.unwrap();
     }
 
     let got = collect(&mut reports, notes.len()).await;
     assert!(got.iter().all(|r| r.outcome == Outcome::Stored));
-    let kinds: Vec<u64> = got.iter().map(|r| r.note.kind).collect();
-    assert_eq!(kinds[0], 30617, "announcement first: {kinds:?}");
-    let last_issue = kinds.iter().rposition(|k| *k == 1621).unwrap();
-    let first_comment = kinds.iter().position(|k| *k == 1111).unwrap();
-    assert!(last_issue < first_comment, "root events before comments: {kinds:?}");
+    assert_parents_first(&got);
 }
 
 #[tokio::test]
