@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 
 use grasp_sync::host::ingest::{self, IngestConfig, Outcome};
 use grasp_sync::policy::{Note, RelayUrl};
-use nostr_relay_builder::prelude::{Keys, Timestamp};
-use serde_json::Value;
-use strfry::{event, find_strfry, Strfry};
+use nostr_relay_builder::prelude::Keys;
+use strfry::{find_strfry, Strfry};
 use tokio::sync::{mpsc, watch};
 
 const SERVICE: &str = "wss://git.example.test";
@@ -65,45 +64,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Strfry::start_in(&bin, dir.path(), "host", "")
     };
-    let now = Timestamp::now().as_secs();
     let (alice, bob) = (Keys::generate(), Keys::generate());
-    let coords: Vec<String> = (0..repos).map(|r| format!("30617:{}:bench-{r}", alice.public_key().to_hex())).collect();
-    let anns: Vec<Value> = (0..repos)
-        .map(|r| {
-            event(
-                &alice,
-                30617,
-                vec![vec!["d".into(), format!("bench-{r}")], vec!["relays".into(), SERVICE.into()]],
-                "",
-                now - 90_000,
-            )
-        })
-        .collect();
+    let strfry::RepoShape { anns, issues: issue_events, comments, .. } =
+        strfry::repo_shape(&alice, &bob, &[SERVICE], repos, issues, repos * issues * per_issue);
+    let n_issues = issue_events.len();
     host.import(&anns);
-    let n_issues = repos * issues;
-    let issue_events: Vec<Value> = (0..n_issues)
-        .map(|i| {
-            event(
-                &bob,
-                1621,
-                vec![vec!["a".into(), coords[i % repos].clone()]],
-                &format!("issue {i}"),
-                now - 80_000 + (i as u64) / 3,
-            )
-        })
-        .collect();
-    let comments: Vec<Value> = (0..n_issues * per_issue)
-        .map(|i| {
-            let root = issue_events[i % n_issues]["id"].as_str().unwrap().to_string();
-            event(
-                &bob,
-                1111,
-                vec![vec!["E".into(), root], vec!["K".into(), "1621".into()]],
-                &format!("comment {i}"),
-                now - 70_000 + (i as u64) / 3,
-            )
-        })
-        .collect();
     let notes: Vec<Note> =
         issue_events.iter().chain(&comments).map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
 

@@ -101,48 +101,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let grasp = std::env::current_exe()?.parent().unwrap().parent().unwrap().join("grasp-sync");
     let dir = tempfile::tempdir()?;
-    let now = Timestamp::now().as_secs();
     let (alice, bob) = (Keys::generate(), Keys::generate());
 
     let remote = Strfry::start_in(&strfry, dir.path(), "remote", "");
     let remote_url = format!("ws://127.0.0.1:{}", remote.port);
-    let coords: Vec<String> =
-        (0..shape.repos).map(|r| format!("30617:{}:bench-{r}", alice.public_key().to_hex())).collect();
-    let anns: Vec<Value> = (0..shape.repos)
-        .map(|r| {
-            event(
-                &alice,
-                30617,
-                vec![vec!["d".into(), format!("bench-{r}")], vec!["relays".into(), SERVICE.into(), remote_url.clone()]],
-                "",
-                now - 90_000,
-            )
-        })
-        .collect();
-    let n_issues = shape.repos * shape.issues;
-    let issues: Vec<Value> = (0..n_issues)
-        .map(|i| {
-            event(
-                &bob,
-                1621,
-                vec![vec!["a".into(), coords[i % shape.repos].clone()]],
-                &format!("issue {i}"),
-                now - 80_000 + (i as u64) / 3,
-            )
-        })
-        .collect();
-    let comments: Vec<Value> = (0..shape.comments)
-        .map(|i| {
-            let root = issues[i % n_issues]["id"].as_str().unwrap().to_string();
-            event(
-                &bob,
-                1111,
-                vec![vec!["E".into(), root], vec!["K".into(), "1621".into()]],
-                &format!("comment {i}"),
-                now - 70_000 + (i as u64) / 3,
-            )
-        })
-        .collect();
+    let strfry::RepoShape { coords, anns, issues, comments } =
+        strfry::repo_shape(&alice, &bob, &[SERVICE, &remote_url], shape.repos, shape.issues, shape.comments);
     let mut all = anns.clone();
     all.extend(issues.iter().cloned());
     all.extend(comments.iter().cloned());

@@ -226,6 +226,50 @@ pub fn event(keys: &Keys, kind: u16, tags: Vec<Vec<String>>, content: &str, at: 
     serde_json::from_str(&ev.as_json()).unwrap()
 }
 
+/// The benchmarks' data: `repos` announcements by `owner` listing `relays`, `issues` issues per
+/// repository and `comments` NIP-22 comments (`E` + `K`) spread over the issues, both by `author`,
+/// a few per second from a day ago.
+pub fn repo_shape(
+    owner: &Keys,
+    author: &Keys,
+    relays: &[&str],
+    repos: usize,
+    issues: usize,
+    comments: usize,
+) -> RepoShape {
+    let now = Timestamp::now().as_secs();
+    let coords: Vec<String> = (0..repos).map(|r| format!("30617:{}:bench-{r}", owner.public_key().to_hex())).collect();
+    let relays_tag: Vec<String> = std::iter::once("relays").chain(relays.iter().copied()).map(String::from).collect();
+    let anns: Vec<Value> = (0..repos)
+        .map(|r| {
+            event(owner, 30617, vec![vec!["d".into(), format!("bench-{r}")], relays_tag.clone()], "", now - 90_000)
+        })
+        .collect();
+    let n_issues = repos * issues;
+    let issue_events: Vec<Value> = (0..n_issues)
+        .map(|i| {
+            let a = vec!["a".into(), coords[i % repos].clone()];
+            event(author, 1621, vec![a], &format!("issue {i}"), now - 80_000 + (i as u64) / 3)
+        })
+        .collect();
+    let comment_events: Vec<Value> = (0..comments)
+        .map(|i| {
+            let root = issue_events[i % n_issues]["id"].as_str().unwrap().to_string();
+            let tags = vec![vec!["E".into(), root], vec!["K".into(), "1621".into()]];
+            event(author, 1111, tags, &format!("comment {i}"), now - 70_000 + (i as u64) / 3)
+        })
+        .collect();
+    RepoShape { coords, anns, issues: issue_events, comments: comment_events }
+}
+
+/// What [`repo_shape`] made: the repositories' coordinates and the events.
+pub struct RepoShape {
+    pub coords: Vec<String>,
+    pub anns: Vec<Value>,
+    pub issues: Vec<Value>,
+    pub comments: Vec<Value>,
+}
+
 /// Stops a child with SIGTERM (as a service manager would) and waits for it.
 pub fn terminate(child: &mut Child) {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
