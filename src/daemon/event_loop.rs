@@ -238,13 +238,18 @@ impl EventLoop {
             self.engine.status.update_existing(&f.relay, |r| r.events_duplicate += 1);
             return;
         }
-        if !verify_signature(&f.note) {
-            self.engine.status.update_existing(&f.relay, |r| r.events_bad_signature += 1);
-            self.engine.bad_signature(&f.relay);
-            tracing::debug!(relay = %f.relay, id = %f.note.id, "event with a bad signature dropped");
-            return;
-        }
+        // The engine checked the id (the hash of the content). The signature is checked by the
+        // host, which checks every event it is given (checking here too doubled a bulk sync's
+        // signature work); what is kept here without the host (the rejected hold) is checked
+        // before it is kept, and the host's `invalid:` answers are traced back to the relay.
         self.offer(f.note, Some(f.relay), true);
+    }
+
+    /// Counts a forged event against the relay that sent it (its misbehaviour budget).
+    fn on_bad_signature(&mut self, relay: &RelayUrl, id: &str, what: &str) {
+        self.engine.status.update_existing(relay, |r| r.events_bad_signature += 1);
+        self.engine.bad_signature(relay);
+        tracing::debug!(%relay, %id, "{what}");
     }
 
     /// Decides on an event. An accepted one is queued for writing (when `write`; the view records
@@ -271,6 +276,13 @@ impl EventLoop {
                 }
                 Verdict::Accept(_) => work.extend(self.record(&facts)),
                 Verdict::Reject(_) => {
+                    // Held here, not by the host: only a genuine event may wait (and be saved).
+                    if let (Some(relay), None) = (&source, held_since) {
+                        if !verify_signature(&note) {
+                            self.on_bad_signature(relay, &note.id, "event with a bad signature dropped");
+                            continue;
+                        }
+                    }
                     let mut rejected = self.rejected();
                     match held_since {
                         Some(since) => rejected.hold_again(note, facts, since),
@@ -311,17 +323,28 @@ impl EventLoop {
     }
 
     fn on_report(&mut self, r: Report) {
+        // The host found the event invalid: when its signature is the reason, the relay that
+        // sent it answers for it.
+        let forged = matches!(&r.outcome, Outcome::Rejected(msg) if msg.starts_with("invalid:"))
+            && r.source.is_some()
+            && !verify_signature(&r.note);
         if let Some(relay) = &r.source {
-            self.engine.status.update_existing(relay, |c| match &r.outcome {
-                Outcome::Stored => c.events_stored += 1,
-                Outcome::Duplicate => c.events_duplicate += 1,
-                Outcome::Rejected(_) => c.events_host_rejected += 1,
-            });
+            if forged {
+                self.on_bad_signature(relay, &r.note.id, "the host refused an event with a bad signature");
+            } else {
+                self.engine.status.update_existing(relay, |c| match &r.outcome {
+                    Outcome::Stored => c.events_stored += 1,
+                    Outcome::Duplicate => c.events_duplicate += 1,
+                    Outcome::Rejected(_) => c.events_host_rejected += 1,
+                });
+            }
         }
         match &r.outcome {
             Outcome::Stored | Outcome::Duplicate => {}
             Outcome::Rejected(msg) => {
-                tracing::info!(id = %r.note.id, kind = r.note.kind, reason = %msg, "host refused an event");
+                if !forged {
+                    tracing::info!(id = %r.note.id, kind = r.note.kind, reason = %msg, "host refused an event");
+                }
                 self.on_refused(r.note.clone(), r.source.clone(), msg);
             }
         }
