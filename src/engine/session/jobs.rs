@@ -1,7 +1,7 @@
 //! Opening subscriptions: historic jobs (NEG-OPEN, paginated REQ, `ids` REQ) and the live
 //! tiers, including the hot-set rebuild (consolidation) and the answer to an overflow.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::items::{rank_newest, req_limits};
 use super::live::{self, extra_reqs, live_reqs, HotCandidates};
@@ -12,6 +12,9 @@ use crate::remote::negentropy::{frame_limit_for, NegSession};
 use crate::wire::conn::MAX_NEG_FRAME;
 use crate::wire::paginate::Paginator;
 use crate::wire::{ClientMsg, Filter};
+
+/// How long live subscriptions replaced by a new plan stay open after the plan's last EOSE.
+pub(crate) const LIVE_HANDOVER: Duration = Duration::from_secs(2);
 
 impl Planner {
     pub(super) fn start_job(&mut self, job: Job) {
@@ -106,8 +109,14 @@ impl Planner {
         Some(sub)
     }
 
-    /// Brings the live subscriptions to the live plan, within the budget. A REQ whose filters
-    /// change is sent again under the same id: the relay replaces it, no slot is needed.
+    /// Brings the live subscriptions to the live plan, within the budget, make before break: a
+    /// REQ of the plan that no open subscription carries is opened under a new id, and the
+    /// subscriptions it replaces are closed only [`LIVE_HANDOVER`] after every REQ of the plan
+    /// has its EOSE. A relay registers a REQ (`limit: 0`) from its EOSE on, but may still be
+    /// delivering events it stored just before to the old subscriptions (strfry notices its
+    /// own writes up to 100 ms late); closing them, or replacing their filters under the same
+    /// id, at once would lose those. Only when the budget has no free slot is a surplus
+    /// subscription's REQ replaced in place.
     pub(super) fn ensure_live(&mut self) {
         if self.in_cooldown() || self.live_hold_until.is_some_and(|t| self.now < t) {
             return;
@@ -117,51 +126,67 @@ impl Planner {
             return;
         }
         let mut done = true;
+        // Which open subscription carries each REQ of the plan.
+        let mut carrier: Vec<Option<String>> = vec![None; self.live_plan.len()];
+        for id in &self.live_subs {
+            let Some(Sub { kind: SubKind::Live { filters, .. }, .. }) = self.subs.get(id) else { continue };
+            let free = (0..self.live_plan.len()).find(|&i| carrier[i].is_none() && self.live_plan[i] == *filters);
+            if let Some(i) = free {
+                carrier[i] = Some(id.clone());
+            }
+        }
         for i in 0..self.live_plan.len() {
-            if let Some(id) = self.live_subs.get(i).cloned() {
-                let Some(sub) = self.subs.get(&id) else { continue };
-                if matches!(&sub.kind, SubKind::Live { filters, .. } if *filters == self.live_plan[i]) {
-                    continue;
+            if carrier[i].is_some() {
+                continue;
+            }
+            let filters = self.live_plan[i].clone();
+            if self.subs.len() < self.mem.budget {
+                match self.open_live(filters) {
+                    Some(id) => {
+                        self.live_subs.push(id.clone());
+                        carrier[i] = Some(id);
+                    }
+                    None => continue,
                 }
-                let filters = self.live_plan[i].clone();
-                if !self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.to_vec() }) {
-                    continue;
-                }
-                let sub = self.subs.get_mut(&id).expect("present");
-                // Events of the old filters may still arrive until the new EOSE.
-                let blank = SubKind::Live { filters: LiveReq::default(), prev: LiveReq::default(), ready: false };
-                let prev = match std::mem::replace(&mut sub.kind, blank) {
-                    SubKind::Live { filters, .. } => filters,
-                    _ => LiveReq::default(),
-                };
-                sub.kind = SubKind::Live { filters, prev, ready: false };
-                sub.acked = false;
-            } else if self.subs.len() < self.mem.budget {
-                match self.open_live(self.live_plan[i].clone()) {
-                    Some(id) => self.live_subs.push(id),
-                    None => break,
+                continue;
+            }
+            // No free slot: a surplus subscription takes the REQ under its own id.
+            let surplus = self.live_subs.iter().find(|id| !carrier.contains(&Some((*id).clone()))).cloned();
+            let Some(id) = surplus else {
+                done = false;
+                break;
+            };
+            if !self.emit(ClientMsg::Req { sub: id.clone(), filters: filters.to_vec() }) {
+                continue;
+            }
+            let sub = self.subs.get_mut(&id).expect("open live subscriptions are in subs");
+            // Events of the old filters may still arrive until the new EOSE.
+            let blank = SubKind::Live { filters: LiveReq::default(), prev: LiveReq::default(), ready: false };
+            let prev = match std::mem::replace(&mut sub.kind, blank) {
+                SubKind::Live { filters, .. } => filters,
+                _ => LiveReq::default(),
+            };
+            sub.kind = SubKind::Live { filters, prev, ready: false };
+            sub.acked = false;
+            carrier[i] = Some(id);
+        }
+        let plan_ready = carrier.iter().all(|c| {
+            c.as_ref()
+                .is_some_and(|id| matches!(self.subs.get(id).map(|s| &s.kind), Some(SubKind::Live { ready: true, .. })))
+        });
+        self.live_ready_at = if plan_ready { Some(self.live_ready_at.unwrap_or(self.now)) } else { None };
+        let surplus: Vec<String> =
+            self.live_subs.iter().filter(|id| !carrier.contains(&Some((*id).clone()))).cloned().collect();
+        if !surplus.is_empty() {
+            if self.live_ready_at.is_some_and(|t| self.now >= t + LIVE_HANDOVER) {
+                self.live_subs.retain(|id| !surplus.contains(id));
+                for id in surplus {
+                    self.subs.remove(&id);
+                    self.emit(ClientMsg::Close(id));
                 }
             } else {
                 done = false;
-                break;
             }
-        }
-        // Surplus REQs (their items moved into the plan's REQs) close only once every REQ of the
-        // plan has its EOSE: a relay registers a replaced or new REQ from that moment on (with
-        // `limit: 0`), so closing first would lose what is stored in between.
-        let plan_ready = self
-            .live_subs
-            .iter()
-            .take(self.live_plan.len())
-            .all(|id| matches!(self.subs.get(id).map(|s| &s.kind), Some(SubKind::Live { ready: true, .. })));
-        while self.live_subs.len() > self.live_plan.len() {
-            if !plan_ready {
-                done = false;
-                break;
-            }
-            let id = self.live_subs.pop().expect("non-empty");
-            self.subs.remove(&id);
-            self.emit(ClientMsg::Close(id));
         }
         self.live_pending = !done;
     }

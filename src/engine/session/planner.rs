@@ -135,9 +135,12 @@ pub(crate) struct Planner {
     pub(super) abuse: Budget,
     pub(super) live_rate: TokenBucket,
     pub(super) retry_at: Option<Instant>,
-    /// Live REQs wanted (broad filters first, then the hot set), and the ids carrying them.
+    /// Live REQs wanted (broad filters first, then the hot set), and the ids of the open live
+    /// subscriptions (those carrying the plan, and any it replaces that are not closed yet).
     pub(super) live_plan: Vec<LiveReq>,
     pub(super) live_subs: Vec<String>,
+    /// Since when every REQ of the plan has had its EOSE (replaced ones close a while after).
+    pub(super) live_ready_at: Option<Instant>,
     /// Items named by the hot set (the rest is swept).
     pub(super) hot_items: BTreeSet<Item>,
     pub(super) live_dirty: bool,
@@ -225,6 +228,7 @@ impl Planner {
             retry_at,
             live_plan: Vec::new(),
             live_subs: Vec::new(),
+            live_ready_at: None,
             hot_items: BTreeSet::new(),
             live_dirty: true,
             live_pending: true,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::jobs::LIVE_HANDOVER;
 use super::planner::{Action, Planner, PlannerCtx, MAX_CLIENT_FRAME};
 use super::SessionEnd;
 use crate::engine::lifecycle::ConnectStrategy;
@@ -500,16 +501,22 @@ fn an_event_accepted_while_connected_is_looked_up_by_the_next_sweep_and_the_rela
     assert_eq!(status.relay(&url).unwrap().status, crate::status::RelayStatus::Connected);
 }
 
-#[test]
-fn a_repack_closes_the_reqs_it_empties_only_after_the_replacing_reqs_are_registered() {
-    // Few roots: everything fits one live REQ; a new root first gets a REQ of its own.
-    let (mut target, _) = world(2, 5);
-    let s = SyncSettings { consolidation_interval: Duration::from_secs(60), ..settings() };
-    let (mut p, _) = planner(15, s);
+/// A connection to a relay with 2 repositories and 5 roots, its first live REQ registered:
+/// the planner, its target, that REQ's id and the time.
+fn live_on_few_roots(budget: usize, consolidation_interval: Duration) -> (Planner, RelayTarget, String, Instant) {
+    let (target, _) = world(2, 5);
+    let (mut p, _) = planner(budget, SyncSettings { consolidation_interval, ..settings() });
     let t0 = Instant::now();
     p.start(ConnectStrategy::FreshStart, &target, t0).unwrap();
     let first = live_sub(&mut p);
     p.on_msg(RelayMsg::Eose(first.clone()), t0).unwrap();
+    (p, target, first, t0)
+}
+
+#[test]
+fn a_repack_opens_new_reqs_and_closes_the_old_ones_a_while_after_the_new_ones_are_registered() {
+    // Few roots: everything fits one live REQ; a new root first gets a REQ of its own.
+    let (mut p, mut target, first, t0) = live_on_few_roots(15, Duration::from_secs(60));
     let new_root = note(1621, 9_000, vec![t("a", &coord(0).to_string())], "new").check().unwrap();
     target.root_events.insert(new_root);
     p.on_target(&target, t0).unwrap();
@@ -517,19 +524,57 @@ fn a_repack_closes_the_reqs_it_empties_only_after_the_replacing_reqs_are_registe
     let own = p.live_subs[1].clone();
     p.on_msg(RelayMsg::Eose(own.clone()), t0).unwrap();
     p.take_actions();
-    // After the interval, another change repacks: both new roots move into the first REQ.
+    // After the interval, another change repacks: every root moves into one new REQ.
     let later = t0 + Duration::from_secs(61);
     target.root_events.insert(note(1621, 9_001, vec![t("a", &coord(1).to_string())], "newer").check().unwrap());
     p.on_target(&target, later).unwrap();
     let sent = p.take_actions();
-    let resent = sent.iter().any(|a| matches!(a, Action::Send(ClientMsg::Req { sub, .. }) if *sub == first));
-    let closed = |acts: &[Action]| acts.iter().any(|a| matches!(a, Action::Send(ClientMsg::Close(s)) if *s == own));
-    assert!(resent, "the first REQ carries the new root now");
-    assert!(!closed(&sent), "the emptied REQ stays open until the replacement is registered");
-    assert!(p.subs.contains_key(&own));
-    p.on_msg(RelayMsg::Eose(first.clone()), later).unwrap();
-    assert!(closed(&p.take_actions()), "closed once the replacing REQ has its EOSE");
-    assert_eq!(p.live_subs, vec![first]);
+    let reqs: Vec<&String> = sent
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(ClientMsg::Req { sub, .. }) => Some(sub),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reqs.len(), 1, "{sent:?}");
+    let new = reqs[0].clone();
+    assert!(new != first && new != own, "a new id: the old REQs keep their filters meanwhile");
+    let closes = |acts: &[Action]| {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Send(ClientMsg::Close(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(closes(&sent).is_empty());
+    p.on_msg(RelayMsg::Eose(new.clone()), later).unwrap();
+    assert!(closes(&p.take_actions()).is_empty(), "the relay may still deliver to the old REQs");
+    p.on_tick(later + LIVE_HANDOVER / 2).unwrap();
+    assert!(closes(&p.take_actions()).is_empty());
+    assert!(p.subs.contains_key(&first) && p.subs.contains_key(&own));
+    p.on_tick(later + LIVE_HANDOVER).unwrap();
+    let mut closed = closes(&p.take_actions());
+    closed.sort();
+    let mut old = vec![first, own];
+    old.sort();
+    assert_eq!(closed, old, "closed once the handover time has passed");
+    assert_eq!(p.live_subs, vec![new]);
+}
+
+#[test]
+fn with_no_free_slot_a_repack_replaces_a_req_under_its_own_id() {
+    // Budget 2 (the least): one live and one historic slot, both taken.
+    let (mut p, mut target, first, t0) = live_on_few_roots(2, Duration::from_secs(0));
+    p.take_actions();
+    target.root_events.insert(note(1621, 9_000, vec![t("a", &coord(0).to_string())], "new").check().unwrap());
+    p.on_target(&target, t0 + Duration::from_secs(1)).unwrap();
+    let sent = p.take_actions();
+    assert!(
+        sent.iter().any(|a| matches!(a, Action::Send(ClientMsg::Req { sub, filters }) if *sub == first && filters.iter().any(|f| f.limit == Some(0)))),
+        "{sent:?}"
+    );
+    assert_eq!(p.subs.len(), 2, "the historic job keeps its slot");
 }
 
 /// A first sync of 5,000 roots over 50 repositories, the host receiving the roots as history
