@@ -175,6 +175,13 @@ impl Planner {
                 .is_some_and(|id| matches!(self.subs.get(id).map(|s| &s.kind), Some(SubKind::Live { ready: true, .. })))
         });
         self.live_ready_at = if plan_ready { Some(self.live_ready_at.unwrap_or(self.now)) } else { None };
+        if plan_ready && !self.hot_catch_up.is_empty() {
+            // Live from now on; what they got in between (from the last sweep on) is asked for
+            // in the background.
+            let items = std::mem::take(&mut self.hot_catch_up).into_iter().collect();
+            let since = self.last_sweep_unix.saturating_sub(self.ctx.settings.catchup_margin.as_secs());
+            self.start_items(items, Some(since), true);
+        }
         let surplus: Vec<String> =
             self.live_subs.iter().filter(|id| !carrier.contains(&Some((*id).clone()))).cloned().collect();
         if !surplus.is_empty() {
@@ -231,6 +238,10 @@ impl Planner {
         let mut hot: std::collections::BTreeSet<Item> = repos.into_iter().take(pack.repos).map(Item::Repo).collect();
         hot.extend(ranked.into_iter().take(pack.roots).map(Item::Root));
         hot.extend(ranked_related.into_iter().take(pack.related).map(Item::Related));
+        if !first {
+            // The first plan goes out before any history: nothing to catch up.
+            self.hot_catch_up.extend(hot.difference(&self.hot_items).cloned());
+        }
         self.hot_items = hot;
         if reqs == self.live_plan {
             return;

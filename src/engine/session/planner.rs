@@ -141,6 +141,9 @@ pub(crate) struct Planner {
     pub(super) live_subs: Vec<String>,
     /// Since when every REQ of the plan has had its EOSE (replaced ones close a while after).
     pub(super) live_ready_at: Option<Instant>,
+    /// Items a rebuild brought into the hot set, caught up since the last sweep once the new
+    /// plan is registered (until then they were the sweep's).
+    pub(super) hot_catch_up: BTreeSet<Item>,
     /// Items named by the hot set (the rest is swept).
     pub(super) hot_items: BTreeSet<Item>,
     pub(super) live_dirty: bool,
@@ -229,6 +232,7 @@ impl Planner {
             live_plan: Vec::new(),
             live_subs: Vec::new(),
             live_ready_at: None,
+            hot_catch_up: BTreeSet::new(),
             hot_items: BTreeSet::new(),
             live_dirty: true,
             live_pending: true,

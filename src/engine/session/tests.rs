@@ -16,7 +16,7 @@ use crate::engine::relay_task::{target_items, Item, RelayMemory, RelayTarget};
 use crate::engine::status::{SyncSettings, SyncStatus};
 use crate::engine::store::MemoryStore;
 use crate::policy::{Id, Note, RelayUrl, RepoCoord};
-use crate::wire::{ClientMsg, RelayMsg, WireCounters};
+use crate::wire::{ClientMsg, Filter, RelayMsg, WireCounters};
 
 const PK: &str = "9997a497d964fc1a62885b05a51166a65a90df00492c8d7cf61d6accf54803be";
 
@@ -617,4 +617,68 @@ fn a_target_change_before_the_re_ranking_is_applied_counts_as_one_consolidation(
     assert!(!p.hot_items.contains(&Item::Repo(dropped)), "rebuilt at once without the dropped repository");
     assert!((4_900..5_000).all(|i| p.hot_items.contains(&Item::Root(root_id(i)))), "and ranked by the host");
     assert_eq!(status.relay(&p.ctx.url).unwrap().consolidations, 1, "a change: one consolidation");
+}
+
+#[test]
+fn roots_the_re_ranking_brings_into_the_hot_set_are_caught_up_once_they_are_live() {
+    let t0 = Instant::now();
+    let (mut p, _, _) = first_sync_of_5000_roots(t0);
+    let before = p.hot_items.clone();
+    let t1 = t0 + Duration::from_millis(50);
+    p.on_tick(t1).unwrap();
+    let newly: BTreeSet<Item> = p.hot_items.difference(&before).cloned().collect();
+    assert!(newly.contains(&Item::Root(root_id(4_999))), "the newest root joined the hot set");
+    let sent = p.take_actions();
+    let live: Vec<String> = sent
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(ClientMsg::Req { sub, filters }) if filters.iter().all(|f| f.limit == Some(0)) => {
+                Some(sub.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!live.is_empty());
+    let historic = |acts: &[Action]| {
+        acts.iter()
+            .filter_map(|a| match a {
+                Action::Send(ClientMsg::Req { filters, .. }) if filters.iter().all(|f| f.limit != Some(0)) => {
+                    Some(filters.clone())
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect::<Vec<Filter>>()
+    };
+    assert!(historic(&sent).is_empty(), "nothing is caught up before the new REQs are registered");
+    for sub in &live {
+        p.on_msg(RelayMsg::Eose(sub.clone()), t1).unwrap();
+    }
+    // Every catch-up REQ answered with EOSE until none is left.
+    let mut caught = Vec::new();
+    loop {
+        let acts = p.take_actions();
+        let reqs: Vec<String> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(ClientMsg::Req { sub, filters }) if filters.iter().all(|f| f.limit != Some(0)) => {
+                    Some(sub.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        if reqs.is_empty() {
+            break;
+        }
+        caught.extend(historic(&acts));
+        for sub in reqs {
+            p.on_msg(RelayMsg::Eose(sub), t1).unwrap();
+        }
+    }
+    assert!(!caught.is_empty());
+    let since = caught[0].since.expect("caught up since the last sweep");
+    assert!(caught.iter().all(|f| f.since == Some(since)));
+    let named: HashSet<String> = caught.iter().flat_map(|f| f.tags.values().flatten().cloned()).collect();
+    assert!(named.contains(&hex::encode(root_id(4_999))), "the newest root is caught up");
+    assert!(!named.contains(&hex::encode(root_id(0))), "a root that stays cold is not");
 }
