@@ -323,9 +323,10 @@ impl EventLoop {
     }
 
     fn on_report(&mut self, r: Report) {
-        // The host found the event invalid: when its signature is the reason, the relay that
-        // sent it answers for it.
-        let forged = matches!(&r.outcome, Outcome::Rejected(msg) if msg.starts_with("invalid:"))
+        // A final refusal (`invalid:`, or `blocked:` from a host whose policy runs before its
+        // signature check) may be a forged event: then the relay that sent it answers for it,
+        // and it is dropped, never held.
+        let forged = matches!(&r.outcome, Outcome::Rejected(msg) if msg.starts_with("invalid:") || msg.starts_with("blocked:"))
             && r.source.is_some()
             && !verify_signature(&r.note);
         if let Some(relay) = &r.source {
@@ -342,10 +343,12 @@ impl EventLoop {
         match &r.outcome {
             Outcome::Stored | Outcome::Duplicate => {}
             Outcome::Rejected(msg) => {
-                if !forged {
+                if forged {
+                    self.on_refused(r.note.clone(), r.source.clone(), "invalid: bad signature");
+                } else {
                     tracing::info!(id = %r.note.id, kind = r.note.kind, reason = %msg, "host refused an event");
+                    self.on_refused(r.note.clone(), r.source.clone(), msg);
                 }
-                self.on_refused(r.note.clone(), r.source.clone(), msg);
             }
         }
         if matches!(r.outcome, Outcome::Stored | Outcome::Duplicate) {
