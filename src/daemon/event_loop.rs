@@ -323,48 +323,46 @@ impl EventLoop {
     }
 
     fn on_report(&mut self, r: Report) {
-        // A final refusal (`invalid:`, or `blocked:` from a host whose policy runs before its
-        // signature check) may be a forged event: then the relay that sent it answers for it,
-        // and it is dropped, never held.
-        let forged = matches!(&r.outcome, Outcome::Rejected(msg) if msg.starts_with("invalid:") || msg.starts_with("blocked:"))
-            && r.source.is_some()
-            && !verify_signature(&r.note);
+        if let Outcome::Rejected(msg) = &r.outcome {
+            self.on_refused(r.note.clone(), r.source.clone(), msg);
+            return;
+        }
         if let Some(relay) = &r.source {
-            if forged {
-                self.on_bad_signature(relay, &r.note.id, "the host refused an event with a bad signature");
-            } else {
-                self.engine.status.update_existing(relay, |c| match &r.outcome {
-                    Outcome::Stored => c.events_stored += 1,
-                    Outcome::Duplicate => c.events_duplicate += 1,
-                    Outcome::Rejected(_) => c.events_host_rejected += 1,
-                });
-            }
-        }
-        match &r.outcome {
-            Outcome::Stored | Outcome::Duplicate => {}
-            Outcome::Rejected(msg) => {
-                if forged {
-                    self.on_refused(r.note.clone(), r.source.clone(), "invalid: bad signature");
+            let duplicate = matches!(r.outcome, Outcome::Duplicate);
+            self.engine.status.update_existing(relay, |c| {
+                if duplicate {
+                    c.events_duplicate += 1
                 } else {
-                    tracing::info!(id = %r.note.id, kind = r.note.kind, reason = %msg, "host refused an event");
-                    self.on_refused(r.note.clone(), r.source.clone(), msg);
+                    c.events_stored += 1
                 }
-            }
+            });
         }
-        if matches!(r.outcome, Outcome::Stored | Outcome::Duplicate) {
-            self.attempts.remove(&r.note.id);
-            self.store.host_has(&r.note);
-            self.confirm(&r.note);
-        }
+        self.attempts.remove(&r.note.id);
+        self.store.host_has(&r.note);
+        self.confirm(&r.note);
     }
 
     /// The host refused an event the policy here accepted (the view never counted it). A
     /// `blocked:` refusal is the host's policy speaking (held as rejected, like our own
     /// rejections); `invalid:` will not change; anything else (strfry's `error: internal error`
-    /// while its plugin restarts) is retried with backoff, and counted.
+    /// while its plugin restarts) is retried with backoff, and counted. A final refusal may be
+    /// of a forged event (strfry's `invalid:`; `blocked:` from a host whose policy runs before
+    /// its signature check): then the relay that sent it answers for it, and it is dropped,
+    /// never held.
     fn on_refused(&mut self, note: Note, source: Option<RelayUrl>, msg: &str) {
-        let Ok(facts) = Facts::from_note(&note) else { return };
         let transient = !(msg.starts_with("blocked:") || msg.starts_with("invalid:"));
+        let forged = !transient && source.is_some() && !verify_signature(&note);
+        if let Some(relay) = &source {
+            if forged {
+                self.on_bad_signature(relay, &note.id, "the host refused an event with a bad signature");
+            } else {
+                self.engine.status.update_existing(relay, |c| c.events_host_rejected += 1);
+            }
+        }
+        if !forged {
+            tracing::info!(id = %note.id, kind = note.kind, reason = %msg, "host refused an event");
+        }
+        let Ok(facts) = Facts::from_note(&note) else { return };
         if transient {
             self.host_refusals += 1;
             let attempts = self.attempts.entry(note.id.clone()).or_default();
@@ -380,7 +378,7 @@ impl EventLoop {
         }
         // Given up: a later fetch of it is decided again.
         self.pending.remove(&facts.id);
-        if msg.starts_with("blocked:") {
+        if msg.starts_with("blocked:") && !forged {
             self.rejected().hold(note, facts, unix_now());
         }
     }
