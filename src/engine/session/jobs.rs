@@ -126,8 +126,9 @@ impl Planner {
             return;
         }
         let mut done = true;
-        // Which open subscription carries each REQ of the plan.
+        // Which open subscription carries each REQ of the plan; the others are surplus.
         let mut carrier: Vec<Option<String>> = vec![None; self.live_plan.len()];
+        let carries = |carrier: &[Option<String>], id: &String| carrier.iter().flatten().any(|c| c == id);
         for id in &self.live_subs {
             let Some(Sub { kind: SubKind::Live { filters, .. }, .. }) = self.subs.get(id) else { continue };
             let free = (0..self.live_plan.len()).find(|&i| carrier[i].is_none() && self.live_plan[i] == *filters);
@@ -151,7 +152,7 @@ impl Planner {
                 continue;
             }
             // No free slot: a surplus subscription takes the REQ under its own id.
-            let surplus = self.live_subs.iter().find(|id| !carrier.contains(&Some((*id).clone()))).cloned();
+            let surplus = self.live_subs.iter().find(|id| !carries(&carrier, id)).cloned();
             let Some(id) = surplus else {
                 done = false;
                 break;
@@ -182,8 +183,7 @@ impl Planner {
             let since = self.last_sweep_unix.saturating_sub(self.ctx.settings.catchup_margin.as_secs());
             self.start_items(items, Some(since), true);
         }
-        let surplus: Vec<String> =
-            self.live_subs.iter().filter(|id| !carrier.contains(&Some((*id).clone()))).cloned().collect();
+        let surplus: Vec<String> = self.live_subs.iter().filter(|id| !carries(&carrier, id)).cloned().collect();
         if !surplus.is_empty() {
             if self.live_ready_at.is_some_and(|t| self.now >= t + LIVE_HANDOVER) {
                 self.live_subs.retain(|id| !surplus.contains(id));
